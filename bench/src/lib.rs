@@ -1,0 +1,1 @@
+//! Benchmarks for weir (not published).

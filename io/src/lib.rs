@@ -1,0 +1,1 @@
+//! weir-io (placeholder until its issue lands).

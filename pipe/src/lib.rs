@@ -1,0 +1,1 @@
+//! weir-pipe (placeholder until its issue lands).

@@ -1,0 +1,1 @@
+//! weir-reactor (placeholder until its issue lands).

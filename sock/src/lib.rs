@@ -1,0 +1,1 @@
+//! weir-sock (placeholder until its issue lands).

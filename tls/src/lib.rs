@@ -1,0 +1,1 @@
+//! weir-tls (placeholder until its issue lands).

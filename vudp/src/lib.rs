@@ -1,0 +1,1 @@
+//! weir-vudp (placeholder until its issue lands).
