@@ -1,1 +1,95 @@
-//! weir-tls (placeholder until its issue lands).
+//! A sans-IO TLS session on native-tls: ciphertext in and out on one side, plaintext in and out
+//! on the other, with every buffer bounded.
+//!
+//! # What it does not do
+//!
+//! - **No I/O.** It owns no socket, spawns nothing, reads no clock and never blocks. A driver
+//!   (weir's TLS chain element, or a test pump) moves the bytes. There are no timeouts either:
+//!   a handshake that never finishes is the driver's timer's business.
+//! - **No TLS of its own.** The protocol is OpenSSL's on Linux (native-tls picks the platform
+//!   library elsewhere), with native-tls's defaults: TLS 1.2 and up, the system's trusted roots.
+//! - **No client certificates on the server side**, no session resumption control, no
+//!   certificate parsing (the peer's leaf is handed over as DER).
+//!
+//! # Data flow
+//!
+//! ```text
+//!               transport side                          application side
+//!
+//!  handle_ciphertext(&[u8]) ──▶ ┌───────────────────────┐ ──▶ poll_plaintext(max) / read_plaintext
+//!  handle_transport_end()  ──▶ │      TlsSession       │
+//!                              │  incoming ciphertext  │ ◀── write_plaintext(&[u8])
+//!  poll_ciphertext()       ◀── │  outgoing plaintext   │ ◀── close()
+//!                              │  outgoing ciphertext  │
+//!                              └───────────────────────┘ ──▶ poll_event(): HandshakeDone,
+//!                                                            PeerClosed, Truncated, Failed
+//! ```
+//!
+//! Backpressure passes straight through: received ciphertext is decrypted only when the
+//! application reads plaintext, so a slow reader fills the incoming queue, and
+//! [`TlsSession::ciphertext_capacity`] falling to zero tells the driver to stop reading the
+//! transport. In the other direction, plaintext is encrypted only while the driver drains
+//! [`TlsSession::poll_ciphertext`]. The bounds are in [`TlsLimits`].
+//!
+//! # Where to start
+//!
+//! [`TlsSession`]: its doc gives the order of calls. Build a [`TlsClientConfig`] (safe
+//! defaults: certificate and hostname checks, SNI) or a [`TlsServerConfig`] from a
+//! [`TlsIdentity`]. Failures are [`TlsError`]s, with one variant per kind of certificate
+//! rejection.
+//!
+//! # Examples
+//!
+//! A client session has its ClientHello ready as soon as it starts:
+//!
+//! ```
+//! use weir_tls::{TlsClientConfig, TlsSession};
+//!
+//! let config = TlsClientConfig::builder().build()?;
+//! let mut session = TlsSession::client(&config, "localhost")?;
+//! assert!(session.is_handshaking());
+//!
+//! let hello = session.poll_ciphertext().expect("a ClientHello");
+//! assert_eq!(hello[0], 22); // a TLS handshake record
+//!
+//! // Plaintext written now is held until the handshake is done.
+//! assert_eq!(session.write_plaintext(b"hello")?, 5);
+//! assert!(session.poll_ciphertext().is_none());
+//!
+//! // The transport ends before the server answered: the session fails, nothing hangs.
+//! session.handle_transport_end();
+//! assert!(matches!(
+//!     session.poll_event(),
+//!     Some(weir_tls::TlsEvent::Failed(weir_tls::TlsError::Truncated))
+//! ));
+//! # Ok::<(), weir_tls::TlsError>(())
+//! ```
+//!
+//! # Cargo features
+//!
+//! None. ALPN is always available.
+//!
+//! # Versile and Turbo
+//!
+//! [`TlsSession`] replaces Versile's `VTLSTransport` / `VTLSClient` / `VTLSServer` (which
+//! routed the bytes through a loopback socket pair) and Turbo's `SSLIOStream`. Unlike Turbo's,
+//! it sends SNI, sends close_notify on [`TlsSession::close`], reports every certificate and
+//! handshake failure as an event instead of leaving the caller waiting, and tells a clean end
+//! ([`TlsEvent::PeerClosed`]) from a cut one ([`TlsEvent::Truncated`]).
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
+#![doc(test(attr(deny(warnings))))]
+
+mod config;
+mod error;
+mod session;
+mod transport;
+
+pub use config::{
+    TlsClientConfig, TlsClientConfigBuilder, TlsIdentity, TlsLimits, TlsServerConfig,
+    TlsServerConfigBuilder,
+};
+pub use error::TlsError;
+pub use session::{HandshakeInfo, TlsEvent, TlsRole, TlsSession};

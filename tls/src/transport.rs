@@ -1,0 +1,98 @@
+//! The in-memory transport that native-tls reads ciphertext from and writes ciphertext to.
+//!
+//! native-tls wants a `Read + Write` stream. [`MemoryTransport`] is one over two byte queues that
+//! the session fills and drains: reading an empty incoming queue returns
+//! [`WouldBlock`](std::io::ErrorKind::WouldBlock) until the transport is marked ended, then
+//! `Ok(0)`; writing always succeeds and appends to the outgoing queue (the session bounds that
+//! queue by not encrypting more plaintext while it is long). This keeps OpenSSL fully
+//! non-blocking: every call returns, handshakes surface as `HandshakeError::WouldBlock`.
+//!
+//! The queues sit behind a shared handle rather than inside the stream because native-tls takes
+//! the stream by value and drops it when a handshake fails; the alert OpenSSL wrote just before
+//! must still reach the peer.
+
+use std::io::{self, Read, Write};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::{Buf, BytesMut};
+
+/// The two ciphertext queues and the end-of-transport flags.
+#[derive(Debug, Default)]
+pub(crate) struct Queues {
+    /// Ciphertext received from the peer, not yet consumed by OpenSSL.
+    pub(crate) incoming: BytesMut,
+    /// Ciphertext produced by OpenSSL, not yet drained by the caller.
+    pub(crate) outgoing: BytesMut,
+    /// The caller reported that no more incoming ciphertext will come.
+    pub(crate) incoming_ended: bool,
+    /// OpenSSL has been told about that end (a read returned `Ok(0)`).
+    pub(crate) end_delivered: bool,
+}
+
+/// A `Read + Write` stream over shared in-memory [`Queues`]; cloning shares the queues.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct MemoryTransport {
+    /// The queues, shared between the session and the stream native-tls owns.
+    queues: Arc<Mutex<Queues>>,
+}
+
+impl MemoryTransport {
+    /// Locks the queues. A poisoned lock is taken over: no code holding the lock can panic
+    /// halfway through an update (it only appends to or splits `BytesMut` buffers).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Queues> {
+        self.queues.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Read for MemoryTransport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut queues = self.lock();
+        if queues.incoming.is_empty() {
+            if queues.incoming_ended {
+                queues.end_delivered = true;
+                return Ok(0);
+            }
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(queues.incoming.len());
+        buf[..n].copy_from_slice(&queues.incoming[..n]);
+        queues.incoming.advance(n);
+        Ok(n)
+    }
+}
+
+impl Write for MemoryTransport {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.lock().outgoing.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_blocks_until_data_or_end() {
+        let mut transport = MemoryTransport::default();
+        let mut buf = [0u8; 4];
+        let err = transport.read(&mut buf).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+
+        transport.lock().incoming.extend_from_slice(b"abcdef");
+        assert_eq!(transport.read(&mut buf).unwrap(), 4);
+        assert_eq!(&buf, b"abcd");
+        transport.lock().incoming_ended = true;
+        assert_eq!(transport.read(&mut buf).unwrap(), 2);
+        assert!(!transport.lock().end_delivered);
+        assert_eq!(transport.read(&mut buf).unwrap(), 0);
+        assert!(transport.lock().end_delivered);
+
+        assert_eq!(transport.write(b"xyz").unwrap(), 3);
+        assert_eq!(&transport.clone().lock().outgoing[..], b"xyz");
+    }
+}
