@@ -758,3 +758,12 @@ impl Loop {
         }
     }
 }
+
+impl PartialEq for Reactor {
+    /// Two handles are equal when they refer to the same loop.
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+impl Eq for Reactor {}

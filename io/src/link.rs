@@ -1,0 +1,535 @@
+//! Producers, consumers and the link that joins one of each.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use weir_reactor::Reactor;
+
+use crate::{ControlReply, Credit, Ending, IoControl};
+
+/// A shared reference to a producer.
+pub type ProducerRef = Arc<dyn ByteProducer>;
+/// A shared reference to a consumer.
+pub type ConsumerRef = Arc<dyn ByteConsumer>;
+
+/// The sending end of a [`Link`]: it delivers bytes to a consumer as far as its credit allows.
+///
+/// Versile `IVByteProducer`. An implementation keeps a [`LinkSlot`] and reacts to the calls
+/// below; to send it takes its link from the slot and calls [`Link::deliver`] and
+/// [`Link::end`].
+///
+/// # Threading and re-entrancy
+///
+/// Every method runs on the reactor thread. [`on_credit`](Self::on_credit) is always called
+/// from the reactor's queue, never from inside the consumer, so a producer may deliver right
+/// there. Never hold a lock of your own while calling into a link: the call can come back
+/// (an abort from inside `consume` reaches [`on_abort`](Self::on_abort) of the same element).
+#[doc(alias = "IVByteProducer")]
+#[doc(alias = "IVProducer")]
+pub trait ByteProducer: Send + Sync + 'static {
+    /// The reactor this producer runs on.
+    fn reactor(&self) -> &Reactor;
+
+    /// Where this producer keeps its link.
+    fn producer_slot(&self) -> &LinkSlot;
+
+    /// The consumer raised the credit of `link`: more may be delivered.
+    #[doc(alias = "can_produce")]
+    fn on_credit(&self, link: &Arc<Link>);
+
+    /// A consumer was attached; called before its first grant of credit.
+    fn on_attached(&self, link: &Arc<Link>) {
+        let _ = link;
+    }
+
+    /// The link was detached without ending; the producer may be attached again.
+    fn on_detached(&self) {}
+
+    /// The link was aborted, by either side. Called once per link.
+    #[doc(alias = "abort")]
+    fn on_abort(&self) {}
+
+    /// A control message from downstream.
+    fn on_control(&self, message: &IoControl) -> ControlReply {
+        let _ = message;
+        ControlReply::Unsupported
+    }
+}
+
+/// The receiving end of a [`Link`]: it takes bytes and grants credit for more.
+///
+/// Versile `IVByteConsumer`. Threading rules are those of [`ByteProducer`].
+#[doc(alias = "IVByteConsumer")]
+#[doc(alias = "IVConsumer")]
+pub trait ByteConsumer: Send + Sync + 'static {
+    /// The reactor this consumer runs on.
+    fn reactor(&self) -> &Reactor;
+
+    /// Where this consumer keeps its link.
+    fn consumer_slot(&self) -> &LinkSlot;
+
+    /// A producer was attached; returns the first credit (often a window:
+    /// `Credit::upto(n)` since the position starts at 0).
+    fn on_attached(&self, link: &Arc<Link>) -> Credit;
+
+    /// Takes `data`, which never exceeds the credit granted so far, and returns the new
+    /// cumulative credit (a smaller value than before changes nothing).
+    /// [`Link::position`] already counts `data`.
+    fn consume(&self, link: &Arc<Link>, data: Bytes) -> Credit;
+
+    /// The producer ended the stream after every byte it delivered. Called at most once per
+    /// link; the link is finished afterwards.
+    #[doc(alias = "end_consume")]
+    fn on_end(&self, link: &Arc<Link>, ending: Ending);
+
+    /// The link was detached without ending; the consumer may be attached again.
+    fn on_detached(&self) {}
+
+    /// The link was aborted, by either side. Called once per link.
+    #[doc(alias = "abort")]
+    fn on_abort(&self) {}
+
+    /// A control message from upstream.
+    fn on_control(&self, message: &IoControl) -> ControlReply {
+        let _ = message;
+        ControlReply::Unsupported
+    }
+}
+
+/// Where an element keeps its link, and whether it has ended.
+///
+/// One per producer and one per consumer. [`attach`] and the link itself fill and clear it.
+#[derive(Default)]
+pub struct LinkSlot {
+    /// The link and the ended flag.
+    state: Mutex<SlotState>,
+}
+
+/// Contents of a [`LinkSlot`].
+#[derive(Default)]
+struct SlotState {
+    /// The current link, if attached.
+    link: Option<Arc<Link>>,
+    /// The element ended or was aborted: it cannot be attached again.
+    ended: bool,
+}
+
+impl LinkSlot {
+    /// An empty slot.
+    pub fn new() -> LinkSlot {
+        LinkSlot::default()
+    }
+
+    /// The current link, if attached.
+    pub fn link(&self) -> Option<Arc<Link>> {
+        self.state.lock().link.clone()
+    }
+
+    /// Whether the element's stream has ended or been aborted.
+    pub fn is_ended(&self) -> bool {
+        self.state.lock().ended
+    }
+
+    /// Marks the element ended, so that it cannot be attached again; returns whether it
+    /// already was.
+    pub fn mark_ended(&self) -> bool {
+        std::mem::replace(&mut self.state.lock().ended, true)
+    }
+
+    /// Clears the slot if it holds `link`.
+    fn release(&self, link: &Link, ended: bool) {
+        let mut state = self.state.lock();
+        if state.link.as_deref().is_some_and(|l| std::ptr::eq(l, link)) {
+            state.link = None;
+        }
+        state.ended |= ended;
+    }
+}
+
+impl fmt::Debug for LinkSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state.lock();
+        f.debug_struct("LinkSlot")
+            .field("attached", &state.link.is_some())
+            .field("ended", &state.ended)
+            .finish()
+    }
+}
+
+/// Why [`attach`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AttachError {
+    /// The producer is attached to another consumer.
+    ProducerAttached,
+    /// The consumer is attached to another producer.
+    ConsumerAttached,
+    /// The producer's stream has ended or was aborted.
+    ProducerEnded,
+    /// The consumer's stream has ended or was aborted.
+    ConsumerEnded,
+    /// The two elements run on different reactors.
+    DifferentReactors,
+}
+
+impl fmt::Display for AttachError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AttachError::ProducerAttached => "producer is attached to another consumer",
+            AttachError::ConsumerAttached => "consumer is attached to another producer",
+            AttachError::ProducerEnded => "producer has ended",
+            AttachError::ConsumerEnded => "consumer has ended",
+            AttachError::DifferentReactors => "producer and consumer run on different reactors",
+        })
+    }
+}
+
+impl std::error::Error for AttachError {}
+
+/// Why [`Link::deliver`] refused data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DeliverError {
+    /// The data exceeds the credit; `remaining` bytes may still be delivered.
+    NoCredit {
+        /// Bytes the credit still allows.
+        remaining: u64,
+    },
+    /// The link is not open: still attaching, or ended, aborted or detached.
+    NotOpen,
+}
+
+impl fmt::Display for DeliverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeliverError::NoCredit { remaining } => {
+                write!(f, "data exceeds credit ({remaining} bytes remain)")
+            }
+            DeliverError::NotOpen => f.write_str("link is not open"),
+        }
+    }
+}
+
+impl std::error::Error for DeliverError {}
+
+/// Attaches `producer` to `consumer` with a new [`Link`]. Works from any thread.
+///
+/// The slots are filled at once, so errors come back here; the rest happens on the reactor
+/// thread, in this order: the producer's [`on_attached`](ByteProducer::on_attached), the
+/// consumer's [`on_attached`](ByteConsumer::on_attached) and its first credit,
+/// [`IoControl::NotifyConsumerAttached`] to the producer,
+/// [`IoControl::NotifyProducerAttached`] to the consumer. Attaching the same pair again does
+/// nothing. Counters start at zero on every new link.
+///
+/// # Errors
+///
+/// Either side attached elsewhere or ended, or the two on different reactors.
+pub fn attach(producer: &ProducerRef, consumer: &ConsumerRef) -> Result<(), AttachError> {
+    if producer.reactor() != consumer.reactor() {
+        return Err(AttachError::DifferentReactors);
+    }
+    // Lock order: always the producer's slot before the consumer's; slots of one kind are
+    // never held together, so two attaches cannot deadlock.
+    let mut p = producer.producer_slot().state.lock();
+    let mut c = consumer.consumer_slot().state.lock();
+    if let Some(link) = &p.link {
+        if same(&link.consumer, consumer) {
+            return Ok(());
+        }
+        return Err(AttachError::ProducerAttached);
+    }
+    if p.ended {
+        return Err(AttachError::ProducerEnded);
+    }
+    if c.link.is_some() {
+        return Err(AttachError::ConsumerAttached);
+    }
+    if c.ended {
+        return Err(AttachError::ConsumerEnded);
+    }
+    let link = Arc::new(Link {
+        reactor: producer.reactor().clone(),
+        producer: producer.clone(),
+        consumer: consumer.clone(),
+        state: Mutex::new(LinkState {
+            phase: Phase::Attaching,
+            position: 0,
+            credit: Credit::ZERO,
+            credit_call_pending: false,
+        }),
+    });
+    p.link = Some(link.clone());
+    c.link = Some(link.clone());
+    drop((p, c));
+    let reactor = link.reactor.clone();
+    reactor.execute(move || link.open());
+    Ok(())
+}
+
+/// Whether two references point at the same element.
+fn same<T: ?Sized>(a: &Arc<T>, b: &Arc<T>) -> bool {
+    std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
+}
+
+/// One attachment of a producer to a consumer: the delivered position, the credit, and the
+/// way to end, abort or detach.
+///
+/// A link is made by [`attach`] and lives until it ends, is aborted or is detached; a new
+/// attach makes a new link with fresh counters. The link enforces the credit contract: it
+/// refuses data beyond the credit ([`DeliverError::NoCredit`]), keeps credit monotonic,
+/// delivers the end exactly once and after every byte, and tells both sides of an abort.
+///
+/// # Methods by side
+///
+/// - Producer side, reactor thread: [`deliver`](Self::deliver), [`end`](Self::end),
+///   [`remaining`](Self::remaining), [`control_downstream`](Self::control_downstream).
+/// - Consumer side: [`grant`](Self::grant) (any thread), [`position`](Self::position),
+///   [`control_upstream`](Self::control_upstream).
+/// - Either side, any thread: [`abort`](Self::abort), [`detach`](Self::detach).
+pub struct Link {
+    /// The reactor both sides run on.
+    reactor: Reactor,
+    /// The sending side.
+    producer: ProducerRef,
+    /// The receiving side.
+    consumer: ConsumerRef,
+    /// Counters and phase.
+    state: Mutex<LinkState>,
+}
+
+/// Mutable part of a [`Link`].
+struct LinkState {
+    /// Where the link is in its life.
+    phase: Phase,
+    /// Bytes delivered since attach.
+    position: u64,
+    /// The consumer's cumulative credit.
+    credit: Credit,
+    /// An `on_credit` call is queued already.
+    credit_call_pending: bool,
+}
+
+/// Life of a [`Link`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Made by `attach`, waiting for the reactor thread.
+    Attaching,
+    /// Carrying data.
+    Open,
+    /// Finished by `end`, `abort` or `detach`.
+    Closed,
+}
+
+impl Link {
+    /// The producer side.
+    pub fn producer(&self) -> &ProducerRef {
+        &self.producer
+    }
+
+    /// The consumer side.
+    pub fn consumer(&self) -> &ConsumerRef {
+        &self.consumer
+    }
+
+    /// The reactor both sides run on.
+    pub fn reactor(&self) -> &Reactor {
+        &self.reactor
+    }
+
+    /// Bytes delivered over this link so far.
+    pub fn position(&self) -> u64 {
+        self.state.lock().position
+    }
+
+    /// The credit granted so far.
+    pub fn credit(&self) -> Credit {
+        self.state.lock().credit
+    }
+
+    /// Bytes the credit still allows (`u64::MAX` when unlimited); 0 unless the link is open.
+    pub fn remaining(&self) -> u64 {
+        let state = self.state.lock();
+        match state.phase {
+            Phase::Open => state.credit.remaining(state.position),
+            _ => 0,
+        }
+    }
+
+    /// Whether data can flow: attached, not ended, aborted or detached.
+    pub fn is_open(&self) -> bool {
+        self.state.lock().phase == Phase::Open
+    }
+
+    /// Credit for `window` more bytes beyond the current position.
+    pub fn window(&self, window: u64) -> Credit {
+        Credit::upto(self.position().saturating_add(window))
+    }
+
+    /// Delivers `data` to the consumer (producer side, reactor thread). Empty data is a no-op.
+    ///
+    /// # Errors
+    ///
+    /// [`DeliverError::NoCredit`] if `data` is longer than the credit allows (nothing is
+    /// delivered), [`DeliverError::NotOpen`] if the link is not open.
+    pub fn deliver(self: &Arc<Self>, data: Bytes) -> Result<(), DeliverError> {
+        let len = data.len() as u64;
+        {
+            let mut state = self.state.lock();
+            if state.phase != Phase::Open {
+                return Err(DeliverError::NotOpen);
+            }
+            let remaining = state.credit.remaining(state.position);
+            if len > remaining {
+                return Err(DeliverError::NoCredit { remaining });
+            }
+            if len == 0 {
+                return Ok(());
+            }
+            state.position += len;
+        }
+        let credit = self.consumer.consume(self, data);
+        let mut state = self.state.lock();
+        state.credit = state.credit.raise(credit);
+        Ok(())
+    }
+
+    /// Ends the stream (producer side, reactor thread): the consumer's
+    /// [`on_end`](ByteConsumer::on_end) runs once, after every byte delivered before; both
+    /// sides are then marked ended and detached. Does nothing unless the link is open.
+    #[doc(alias = "end_consume")]
+    pub fn end(self: &Arc<Self>, ending: Ending) {
+        if !self.is_open() || !self.close() {
+            return;
+        }
+        self.release(true);
+        self.consumer.on_end(self, ending);
+    }
+
+    /// Raises the credit (consumer side, any thread). When it grows, the producer's
+    /// [`on_credit`](ByteProducer::on_credit) runs from the reactor's queue (one call for any
+    /// number of grants before it runs).
+    #[doc(alias = "can_produce")]
+    #[doc(alias = "set_receive_limit")]
+    pub fn grant(self: &Arc<Self>, credit: Credit) {
+        {
+            let mut state = self.state.lock();
+            if credit <= state.credit || state.phase == Phase::Closed {
+                return;
+            }
+            state.credit = credit;
+            if state.phase != Phase::Open || state.credit_call_pending {
+                return;
+            }
+            state.credit_call_pending = true;
+        }
+        let link = self.clone();
+        self.reactor.call(move || link.notify_credit());
+    }
+
+    /// Aborts the link (either side, any thread): both sides' `on_abort` run once, on the
+    /// reactor thread, and both are marked ended and detached. Does nothing after the link
+    /// has closed.
+    pub fn abort(self: &Arc<Self>) {
+        let link = self.clone();
+        self.reactor.execute(move || {
+            if link.close() {
+                link.release(true);
+                link.producer.on_abort();
+                link.consumer.on_abort();
+            }
+        });
+    }
+
+    /// Detaches both sides without ending (either side, any thread); each may be attached
+    /// again. Their `on_detached` run on the reactor thread.
+    pub fn detach(self: &Arc<Self>) {
+        let link = self.clone();
+        self.reactor.execute(move || {
+            if link.close() {
+                link.release(false);
+                link.producer.on_detached();
+                link.consumer.on_detached();
+            }
+        });
+    }
+
+    /// Sends a control message to the consumer (downstream) and returns its answer.
+    pub fn control_downstream(&self, message: &IoControl) -> ControlReply {
+        self.consumer.on_control(message)
+    }
+
+    /// Sends a control message to the producer (upstream) and returns its answer.
+    pub fn control_upstream(&self, message: &IoControl) -> ControlReply {
+        self.producer.on_control(message)
+    }
+
+    /// Second half of [`attach`], on the reactor thread.
+    fn open(self: &Arc<Self>) {
+        {
+            let mut state = self.state.lock();
+            if state.phase != Phase::Attaching {
+                return;
+            }
+            state.phase = Phase::Open;
+        }
+        self.producer.on_attached(self);
+        let credit = self.consumer.on_attached(self);
+        let grown = {
+            let mut state = self.state.lock();
+            let grown = state.phase == Phase::Open && credit > state.credit;
+            state.credit = state.credit.raise(credit);
+            grown || (state.phase == Phase::Open && state.credit > Credit::ZERO)
+        };
+        if grown {
+            self.notify_credit_now();
+        }
+        if self.is_open() {
+            self.producer.on_control(&IoControl::NotifyConsumerAttached);
+        }
+        if self.is_open() {
+            self.consumer.on_control(&IoControl::NotifyProducerAttached);
+        }
+    }
+
+    /// The queued part of [`grant`](Self::grant).
+    fn notify_credit(self: &Arc<Self>) {
+        self.state.lock().credit_call_pending = false;
+        self.notify_credit_now();
+    }
+
+    /// Calls the producer's `on_credit` if the link is open.
+    fn notify_credit_now(self: &Arc<Self>) {
+        if self.is_open() {
+            self.producer.on_credit(self);
+        }
+    }
+
+    /// Moves the link to closed; returns whether this call did it.
+    fn close(&self) -> bool {
+        let mut state = self.state.lock();
+        if state.phase == Phase::Closed {
+            return false;
+        }
+        state.phase = Phase::Closed;
+        true
+    }
+
+    /// Clears both slots.
+    fn release(&self, ended: bool) {
+        self.producer.producer_slot().release(self, ended);
+        self.consumer.consumer_slot().release(self, ended);
+    }
+}
+
+impl fmt::Debug for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state.lock();
+        f.debug_struct("Link")
+            .field("phase", &state.phase)
+            .field("position", &state.position)
+            .field("credit", &state.credit)
+            .finish()
+    }
+}

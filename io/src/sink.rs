@@ -1,0 +1,437 @@
+//! [`ByteSink`] and [`ByteSource`]: a consumer and a producer made of a few hooks.
+
+use std::fmt;
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use weir_reactor::Reactor;
+
+use crate::{
+    ByteConsumer, ByteProducer, ConsumerRef, ControlReply, Credit, Ending, IoControl, Link,
+    LinkSlot, ProducerRef,
+};
+
+/// What a [`ByteSink`] does with what it receives.
+///
+/// Any `FnMut(Bytes) + Send` closure is a `SinkHooks` that ignores the end and controls.
+pub trait SinkHooks: Send + 'static {
+    /// Bytes arrived (Versile `_data_received`).
+    #[doc(alias = "_data_received")]
+    fn on_data(&mut self, link: &Arc<Link>, data: Bytes);
+
+    /// The stream ended, or the link was aborted ([`Ending::Lost`]); called exactly once, after
+    /// every `on_data` (Versile `_data_ended` / `_consumer_aborted`).
+    #[doc(alias = "_data_ended")]
+    fn on_end(&mut self, ending: Ending) {
+        let _ = ending;
+    }
+
+    /// A control message from upstream.
+    fn on_control(&mut self, message: &IoControl) -> ControlReply {
+        let _ = message;
+        ControlReply::Unsupported
+    }
+}
+
+impl<F: FnMut(Bytes) + Send + 'static> SinkHooks for F {
+    fn on_data(&mut self, _link: &Arc<Link>, data: Bytes) {
+        self(data)
+    }
+}
+
+/// A consumer that hands what it receives to [`SinkHooks`] and grants credit by a window.
+///
+/// Versile `VByteConsumer` with its hooks. After each chunk the sink grants credit for
+/// `window` bytes beyond what it has received ([`Window::Unlimited`] grants without limit).
+/// [`pause`](Self::pause) stops granting, so the producer stops once the credit is used up:
+/// that is how a slow consumer pushes back; [`resume`](Self::resume) grants again.
+///
+/// # Threading and re-entrancy
+///
+/// Hooks run on the reactor thread, one at a time. `on_data` may write into other elements or
+/// abort its link; `on_end` is queued on the reactor, so it never runs inside another hook.
+/// `pause`, `resume` and `set_window` work from any thread.
+///
+/// # Examples
+///
+/// ```
+/// use bytes::Bytes;
+/// use weir_io::{ByteSink, Window};
+/// use weir_reactor::Reactor;
+///
+/// let reactor = Reactor::new()?;
+/// let sink = ByteSink::new(&reactor, Window::Bytes(4096), |data: Bytes| {
+///     println!("{} bytes", data.len());
+/// });
+/// assert_eq!(sink.received(), 0);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[doc(alias = "VByteConsumer")]
+pub struct ByteSink<H> {
+    /// The reactor the hooks run on.
+    reactor: Reactor,
+    /// This sink, for calls it queues.
+    me: Weak<ByteSink<H>>,
+    /// Where the link to the producer is kept.
+    slot: LinkSlot,
+    /// Credit policy and counters.
+    state: Mutex<SinkState>,
+    /// The user's hooks.
+    hooks: Mutex<H>,
+}
+
+/// How much credit a [`ByteSink`] grants ahead of what it has received.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Window {
+    /// This many bytes beyond the current position.
+    Bytes(u64),
+    /// No limit.
+    Unlimited,
+}
+
+/// Mutable part of a [`ByteSink`].
+struct SinkState {
+    /// Credit ahead of the position.
+    window: Window,
+    /// Granting is paused.
+    paused: bool,
+    /// Bytes received over all links.
+    received: u64,
+    /// `on_end` was queued already.
+    ended: bool,
+    /// Caps the window, e.g. by the free space of a writer the hooks feed.
+    limit: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
+}
+
+impl<H: SinkHooks> ByteSink<H> {
+    /// A sink on `reactor` granting `window` ahead, calling `hooks`.
+    pub fn new(reactor: &Reactor, window: Window, hooks: H) -> Arc<ByteSink<H>> {
+        Arc::new_cyclic(|me| ByteSink {
+            reactor: reactor.clone(),
+            me: me.clone(),
+            slot: LinkSlot::new(),
+            state: Mutex::new(SinkState {
+                window,
+                paused: false,
+                received: 0,
+                ended: false,
+                limit: None,
+            }),
+            hooks: Mutex::new(hooks),
+        })
+    }
+
+    /// This sink as a consumer reference, for [`attach`](crate::attach).
+    pub fn consumer(self: &Arc<Self>) -> ConsumerRef {
+        self.clone()
+    }
+
+    /// Stops granting credit; the producer stops when what it has is used up.
+    pub fn pause(&self) {
+        self.state.lock().paused = true;
+    }
+
+    /// Grants credit again after [`pause`](Self::pause).
+    pub fn resume(&self) {
+        self.state.lock().paused = false;
+        self.regrant();
+    }
+
+    /// Changes the window; a larger one is granted at once.
+    pub fn set_window(&self, window: Window) {
+        self.state.lock().window = window;
+        self.regrant();
+    }
+
+    /// Caps the window by `limit()`, evaluated at every grant: e.g. the free space of the
+    /// writer the hooks write into. Call [`regrant`](Self::regrant) when it grows.
+    pub fn set_limit(&self, limit: impl Fn() -> u64 + Send + Sync + 'static) {
+        self.state.lock().limit = Some(Arc::new(limit));
+    }
+
+    /// Grants credit again by the current window and limit (any thread).
+    pub fn regrant(&self) {
+        if let Some(link) = self.slot.link() {
+            link.grant(self.credit_for(&link));
+        }
+    }
+
+    /// Bytes received so far, over every link.
+    pub fn received(&self) -> u64 {
+        self.state.lock().received
+    }
+
+    /// Whether the stream has ended (the `on_end` hook is queued or has run).
+    pub fn is_ended(&self) -> bool {
+        self.state.lock().ended
+    }
+
+    /// Aborts the link to the producer, if any.
+    pub fn abort(&self) {
+        self.slot.mark_ended();
+        match self.slot.link() {
+            Some(link) => link.abort(),
+            None => self.finish(Ending::Lost),
+        }
+    }
+
+    /// Runs `f` with the hooks locked (any thread; not from inside a hook).
+    pub fn with_hooks<R>(&self, f: impl FnOnce(&mut H) -> R) -> R {
+        f(&mut self.hooks.lock())
+    }
+
+    /// The credit the sink grants now on `link`.
+    fn credit_for(&self, link: &Link) -> Credit {
+        let state = self.state.lock();
+        if state.paused {
+            return link.credit();
+        }
+        let limit = state.limit.as_ref().map(|limit| limit());
+        match (state.window, limit) {
+            (Window::Bytes(n), Some(limit)) => link.window(n.min(limit)),
+            (Window::Bytes(n), None) => link.window(n),
+            (Window::Unlimited, Some(limit)) => link.window(limit),
+            (Window::Unlimited, None) => Credit::UNLIMITED,
+        }
+    }
+
+    /// Queues the `on_end` hook, once.
+    fn finish(&self, ending: Ending) {
+        let mut state = self.state.lock();
+        if std::mem::replace(&mut state.ended, true) {
+            return;
+        }
+        drop(state);
+        let Some(me) = self.me.upgrade() else { return };
+        self.reactor.call(move || me.hooks.lock().on_end(ending));
+    }
+}
+
+impl<H: SinkHooks> ByteConsumer for ByteSink<H> {
+    fn reactor(&self) -> &Reactor {
+        &self.reactor
+    }
+
+    fn consumer_slot(&self) -> &LinkSlot {
+        &self.slot
+    }
+
+    fn on_attached(&self, link: &Arc<Link>) -> Credit {
+        self.credit_for(link)
+    }
+
+    fn consume(&self, link: &Arc<Link>, data: Bytes) -> Credit {
+        self.state.lock().received += data.len() as u64;
+        self.hooks.lock().on_data(link, data);
+        self.credit_for(link)
+    }
+
+    fn on_end(&self, _link: &Arc<Link>, ending: Ending) {
+        self.finish(ending);
+    }
+
+    fn on_abort(&self) {
+        self.finish(Ending::Lost);
+    }
+
+    fn on_control(&self, message: &IoControl) -> ControlReply {
+        match self.hooks.try_lock() {
+            Some(mut hooks) => hooks.on_control(message),
+            // A hook is running and sent this message through the chain back to us.
+            None => ControlReply::Unsupported,
+        }
+    }
+}
+
+impl<H> fmt::Debug for ByteSink<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state.lock();
+        f.debug_struct("ByteSink")
+            .field("window", &state.window)
+            .field("paused", &state.paused)
+            .field("received", &state.received)
+            .field("ended", &state.ended)
+            .finish()
+    }
+}
+
+/// What a [`ByteSource`] hook produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Produce {
+    /// Bytes to deliver (at most the `max` asked for; more is kept for later).
+    Data(Bytes),
+    /// The stream is over.
+    End(Ending),
+    /// Nothing now; call [`ByteSource::trigger`] when there is.
+    Pending,
+}
+
+/// How a [`ByteSource`] makes bytes on demand.
+pub trait SourceHooks: Send + 'static {
+    /// Produces up to `max` bytes (Versile `_produce`).
+    #[doc(alias = "_produce")]
+    fn produce(&mut self, max: usize) -> Produce;
+
+    /// The consumer aborted the stream.
+    fn on_abort(&mut self) {}
+
+    /// A control message from downstream.
+    fn on_control(&mut self, message: &IoControl) -> ControlReply {
+        let _ = message;
+        ControlReply::Unsupported
+    }
+}
+
+/// Most bytes asked of a [`SourceHooks::produce`] call.
+const SOURCE_CHUNK: usize = 64 * 1024;
+/// Bytes a source delivers per reactor turn before it yields.
+const SOURCE_TURN_BUDGET: usize = 256 * 1024;
+
+/// A producer that pulls bytes from [`SourceHooks`] whenever its consumer has credit.
+///
+/// Versile `VByteProducer` with its `_produce` hook. The source asks for at most the credit
+/// left (and at most 64 KiB at a time), so it never holds more than one chunk of its own.
+///
+/// # Threading
+///
+/// Hooks run on the reactor thread; [`trigger`](Self::trigger) works from any thread.
+#[doc(alias = "VByteProducer")]
+pub struct ByteSource<H> {
+    /// The reactor production runs on.
+    reactor: Reactor,
+    /// This source, for calls it queues.
+    me: Weak<ByteSource<H>>,
+    /// Where the link to the consumer is kept.
+    slot: LinkSlot,
+    /// Flags.
+    state: Mutex<SourceState>,
+    /// The user's hooks.
+    hooks: Mutex<H>,
+}
+
+/// Mutable part of a [`ByteSource`].
+#[derive(Default)]
+struct SourceState {
+    /// Bytes produced beyond what the credit allowed, delivered first next time.
+    held: Option<Bytes>,
+    /// A production turn is queued.
+    turn_queued: bool,
+    /// The hooks said the stream is over.
+    ended: bool,
+}
+
+impl<H: SourceHooks> ByteSource<H> {
+    /// A source on `reactor` calling `hooks`.
+    pub fn new(reactor: &Reactor, hooks: H) -> Arc<ByteSource<H>> {
+        Arc::new_cyclic(|me| ByteSource {
+            reactor: reactor.clone(),
+            me: me.clone(),
+            slot: LinkSlot::new(),
+            state: Mutex::new(SourceState::default()),
+            hooks: Mutex::new(hooks),
+        })
+    }
+
+    /// This source as a producer reference, for [`attach`](crate::attach).
+    pub fn producer(self: &Arc<Self>) -> ProducerRef {
+        self.clone()
+    }
+
+    /// Asks for a production turn: the hooks have something new (any thread).
+    pub fn trigger(&self) {
+        let mut state = self.state.lock();
+        if state.turn_queued || state.ended {
+            return;
+        }
+        state.turn_queued = true;
+        drop(state);
+        let Some(me) = self.me.upgrade() else { return };
+        self.reactor.call(move || {
+            me.state.lock().turn_queued = false;
+            me.produce();
+        });
+    }
+
+    /// Runs `f` with the hooks locked (any thread; not from inside a hook).
+    pub fn with_hooks<R>(&self, f: impl FnOnce(&mut H) -> R) -> R {
+        f(&mut self.hooks.lock())
+    }
+
+    /// Delivers while there is credit, data and budget.
+    fn produce(&self) {
+        let Some(link) = self.slot.link() else { return };
+        let mut sent = 0;
+        loop {
+            let remaining = link.remaining();
+            if remaining == 0 || self.state.lock().ended {
+                return;
+            }
+            if sent >= SOURCE_TURN_BUDGET {
+                self.trigger();
+                return;
+            }
+            let max = usize::try_from(remaining)
+                .unwrap_or(usize::MAX)
+                .min(SOURCE_CHUNK);
+            let held = self.state.lock().held.take();
+            let output = match held {
+                Some(data) => Produce::Data(data),
+                None => self.hooks.lock().produce(max),
+            };
+            match output {
+                Produce::Data(mut data) => {
+                    if data.len() > max {
+                        self.state.lock().held = Some(data.split_off(max));
+                    }
+                    sent += data.len();
+                    if link.deliver(data).is_err() {
+                        return;
+                    }
+                }
+                Produce::End(ending) => {
+                    self.state.lock().ended = true;
+                    link.end(ending);
+                    return;
+                }
+                Produce::Pending => return,
+            }
+        }
+    }
+}
+
+impl<H: SourceHooks> ByteProducer for ByteSource<H> {
+    fn reactor(&self) -> &Reactor {
+        &self.reactor
+    }
+
+    fn producer_slot(&self) -> &LinkSlot {
+        &self.slot
+    }
+
+    fn on_credit(&self, _link: &Arc<Link>) {
+        self.produce();
+    }
+
+    fn on_abort(&self) {
+        self.state.lock().ended = true;
+        let Some(me) = self.me.upgrade() else { return };
+        self.reactor.call(move || me.hooks.lock().on_abort());
+    }
+
+    fn on_control(&self, message: &IoControl) -> ControlReply {
+        match self.hooks.try_lock() {
+            Some(mut hooks) => hooks.on_control(message),
+            None => ControlReply::Unsupported,
+        }
+    }
+}
+
+impl<H> fmt::Debug for ByteSource<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state.lock();
+        f.debug_struct("ByteSource")
+            .field("ended", &state.ended)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,459 @@
+//! Reactor behaviour: running, stopping, timers, cross-thread calls, readiness, panics.
+
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use weir_reactor::{ByteHandle, CloseReason, Direction, Interest, Reactor, ReactorError};
+
+/// How long any test waits for something that should happen at once.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+fn started() -> (Reactor, weir_reactor::ReactorThread) {
+    let reactor = Reactor::new().unwrap();
+    let thread = reactor.start().unwrap();
+    (reactor, thread)
+}
+
+/// Runs `f` on the reactor thread and returns its result.
+fn on_reactor<R: Send + 'static>(reactor: &Reactor, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = mpsc::channel();
+    reactor.call(move || tx.send(f()).unwrap());
+    rx.recv_timeout(PATIENCE).expect("reactor answered")
+}
+
+#[test]
+fn a_reactor_runs_once() {
+    let (reactor, thread) = started();
+    assert!(matches!(reactor.run(), Err(ReactorError::AlreadyRunning)));
+    assert!(matches!(reactor.start(), Err(ReactorError::AlreadyRunning)));
+    reactor.stop();
+    thread.join().unwrap();
+    assert!(
+        matches!(reactor.run(), Err(ReactorError::AlreadyRunning)),
+        "not after stop either"
+    );
+}
+
+#[test]
+fn stop_before_run_makes_run_return_at_once() {
+    let reactor = Reactor::new().unwrap();
+    reactor.stop();
+    reactor.run().unwrap();
+    assert!(reactor.is_finished());
+}
+
+#[test]
+fn stop_from_another_thread_drops_timers_and_closes_handles() {
+    let (reactor, thread) = started();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    reactor.schedule(Duration::from_secs(3600), move || {
+        _ = r.fetch_add(1, Ordering::SeqCst)
+    });
+    let (a, _b) = UnixStream::pair().unwrap();
+    let handle = Recorder::new();
+    reactor
+        .register(a.as_fd(), Interest::NONE, handle.clone())
+        .unwrap();
+    let begun = Instant::now();
+    reactor.stop();
+    thread.join().unwrap();
+    assert!(begun.elapsed() < PATIENCE);
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        0,
+        "pending timers do not run at stop"
+    );
+    assert_eq!(
+        *handle.closes.lock(),
+        vec![(Direction::Both, CloseReason::Stopped)]
+    );
+    assert_eq!(reactor.registered(), 0);
+    assert!(matches!(
+        reactor.register(a.as_fd(), Interest::READ, Recorder::new()),
+        Err(ReactorError::Stopped)
+    ));
+}
+
+#[test]
+fn timers_run_in_deadline_order_then_fifo_and_never_early() {
+    let (reactor, thread) = started();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = mpsc::channel();
+    let begun = Instant::now();
+    for (label, millis) in [("c", 30u64), ("a", 10), ("b1", 20), ("b2", 20), ("b3", 20)] {
+        let log = log.clone();
+        let tx = tx.clone();
+        reactor.schedule(Duration::from_millis(millis), move || {
+            assert!(
+                begun.elapsed() >= Duration::from_millis(millis),
+                "{label} ran early"
+            );
+            log.lock().push(label);
+            if label == "c" {
+                tx.send(()).unwrap();
+            }
+        });
+    }
+    rx.recv_timeout(PATIENCE).unwrap();
+    assert_eq!(*log.lock(), vec!["a", "b1", "b2", "b3", "c"]);
+    reactor.stop();
+    thread.join().unwrap();
+}
+
+#[test]
+fn cancel_from_another_thread_and_on_the_reactor_thread() {
+    let (reactor, thread) = started();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    let timer = reactor.schedule(Duration::from_millis(50), move || {
+        _ = r.fetch_add(1, Ordering::SeqCst)
+    });
+    assert!(timer.cancel());
+    assert!(!timer.cancel(), "idempotent");
+    // On the reactor thread: a call due now, cancelled before the loop reaches timers.
+    let r = ran.clone();
+    let reactor2 = reactor.clone();
+    let cancelled = on_reactor(&reactor, move || {
+        let timer = reactor2.schedule(Duration::ZERO, move || _ = r.fetch_add(1, Ordering::SeqCst));
+        timer.cancel()
+    });
+    assert!(cancelled);
+    // A marker scheduled after both proves the loop went past their deadlines.
+    let (tx, rx) = mpsc::channel();
+    reactor.schedule(Duration::from_millis(80), move || tx.send(()).unwrap());
+    rx.recv_timeout(PATIENCE).unwrap();
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+    reactor.stop();
+    thread.join().unwrap();
+}
+
+#[test]
+fn eight_threads_call_and_schedule_at_once_in_order_per_thread() {
+    let (reactor, thread) = started();
+    let seen = Arc::new(Mutex::new(vec![Vec::new(); 8]));
+    let done = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = mpsc::channel();
+    let workers: Vec<_> = (0..8)
+        .map(|t| {
+            let (reactor, seen, done, tx) =
+                (reactor.clone(), seen.clone(), done.clone(), tx.clone());
+            thread::spawn(move || {
+                for i in 0..2000 {
+                    let (seen, done, tx) = (seen.clone(), done.clone(), tx.clone());
+                    let call = move || {
+                        seen.lock()[t].push(i);
+                        if done.fetch_add(1, Ordering::SeqCst) + 1 == 8 * 2000 {
+                            tx.send(()).unwrap();
+                        }
+                    };
+                    if i % 2 == 0 {
+                        reactor.call(call);
+                    } else {
+                        reactor.schedule(Duration::ZERO, call);
+                    }
+                }
+            })
+        })
+        .collect();
+    workers.into_iter().for_each(|w| w.join().unwrap());
+    rx.recv_timeout(PATIENCE).unwrap();
+    for per_thread in seen.lock().iter() {
+        assert_eq!(per_thread.len(), 2000);
+        let calls: Vec<_> = per_thread.iter().filter(|i| *i % 2 == 0).collect();
+        assert!(
+            calls.windows(2).all(|w| w[0] < w[1]),
+            "calls from one thread run in order"
+        );
+    }
+    reactor.stop();
+    thread.join().unwrap();
+}
+
+#[test]
+fn ten_thousand_calls_from_a_thread_never_block() {
+    let reactor = Reactor::new().unwrap();
+    // Not running: every call must still return at once (they queue).
+    let count = Arc::new(AtomicUsize::new(0));
+    for _ in 0..10_000 {
+        let count = count.clone();
+        reactor.call(move || _ = count.fetch_add(1, Ordering::SeqCst));
+    }
+    let thread = reactor.start().unwrap();
+    let (tx, rx) = mpsc::channel();
+    reactor.call(move || tx.send(()).unwrap());
+    rx.recv_timeout(PATIENCE).unwrap();
+    assert_eq!(count.load(Ordering::SeqCst), 10_000);
+    reactor.stop();
+    thread.join().unwrap();
+}
+
+#[test]
+fn panics_in_calls_and_handles_are_isolated() {
+    let (reactor, thread) = started();
+    reactor.call(|| panic!("a call panics"));
+    reactor.schedule(Duration::ZERO, || panic!("a timer panics"));
+    assert_eq!(
+        on_reactor(&reactor, || 7),
+        7,
+        "the loop carries on after panics"
+    );
+
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let handle = Recorder::new();
+    *handle.panic_on_read.lock() = true;
+    reactor
+        .register(a.as_fd(), Interest::READ, handle.clone())
+        .unwrap();
+    b.write_all(b"x").unwrap();
+    handle.wait_closes(1);
+    assert_eq!(
+        *handle.closes.lock(),
+        vec![(Direction::Both, CloseReason::Lost)]
+    );
+    assert_eq!(
+        reactor.registered(),
+        0,
+        "a panicking handle is deregistered"
+    );
+    assert_eq!(on_reactor(&reactor, || 8), 8);
+    reactor.stop();
+    thread.join().unwrap();
+}
+
+#[test]
+fn a_self_rescheduling_call_does_not_starve_io() {
+    let (reactor, thread) = started();
+    fn again(reactor: Reactor, spins: Arc<AtomicUsize>) {
+        spins.fetch_add(1, Ordering::Relaxed);
+        let r = reactor.clone();
+        reactor.call(move || again(r, spins));
+    }
+    let spins = Arc::new(AtomicUsize::new(0));
+    let r = reactor.clone();
+    let s = spins.clone();
+    reactor.call(move || again(r, s));
+    let (a, mut b) = UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    let handle = Recorder::with_stream(a);
+    reactor
+        .register(handle.fd(), Interest::READ, handle.clone())
+        .unwrap();
+    b.write_all(b"ping").unwrap();
+    handle.wait_data(4);
+    assert!(spins.load(Ordering::Relaxed) > 0);
+    reactor.stop();
+    thread.join().unwrap();
+}
+
+#[test]
+fn hang_up_closes_output_and_lets_input_drain_without_spinning() {
+    let (reactor, thread) = started();
+    let (a, mut b) = UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    let handle = Recorder::with_stream(a);
+    let token = reactor
+        .register(handle.fd(), Interest::NONE, handle.clone())
+        .unwrap();
+    b.write_all(b"last words").unwrap();
+    drop(b);
+    handle.wait_closes(1);
+    assert_eq!(
+        handle.closes.lock()[0],
+        (Direction::Output, CloseReason::HangUp)
+    );
+    // No interest: a hung-up descriptor must not be dispatched at all (no spin).
+    on_reactor(&reactor, || ());
+    assert_eq!(handle.reads.load(Ordering::SeqCst), 0);
+    // Interest again: the buffered bytes are still there, then end of file.
+    reactor.set_interest(token, Interest::READ).unwrap();
+    handle.wait_data(10);
+    handle.wait_eof();
+    assert_eq!(&*handle.data.lock(), b"last words");
+    reactor.stop();
+    thread.join().unwrap();
+}
+
+#[test]
+fn an_error_condition_closes_both_directions_once() {
+    let (reactor, thread) = started();
+    let (reader, writer) = std::io::pipe().unwrap();
+    let handle = Recorder::new();
+    reactor
+        .register(writer.as_fd(), Interest::NONE, handle.clone())
+        .unwrap();
+    drop(reader);
+    handle.wait_closes(1);
+    assert_eq!(
+        *handle.closes.lock(),
+        vec![(Direction::Both, CloseReason::Error)]
+    );
+    assert_eq!(reactor.registered(), 0);
+    reactor.stop();
+    thread.join().unwrap();
+    assert_eq!(handle.closes.lock().len(), 1, "no second close at stop");
+    drop(writer);
+}
+
+#[test]
+fn regular_files_are_always_ready() {
+    let (reactor, thread) = started();
+    let mut file = tempfile_in_target();
+    file.write_all(b"from a file").unwrap();
+    let file = std::fs::File::open(file.path()).unwrap();
+    let handle = Recorder::with_reader(Box::new(file.try_clone().unwrap()));
+    reactor
+        .register(file.as_fd(), Interest::READ, handle.clone())
+        .unwrap();
+    handle.wait_data(11);
+    handle.wait_eof();
+    reactor.stop();
+    thread.join().unwrap();
+}
+
+#[test]
+fn execute_runs_inline_on_the_reactor_thread_and_queues_elsewhere() {
+    let (reactor, thread) = started();
+    let r = reactor.clone();
+    let inline = on_reactor(&reactor, move || {
+        let flag = Arc::new(AtomicUsize::new(0));
+        let f = flag.clone();
+        r.execute(move || f.store(1, Ordering::SeqCst));
+        flag.load(Ordering::SeqCst) == 1 && r.is_reactor_thread()
+    });
+    assert!(inline);
+    assert!(!reactor.is_reactor_thread());
+    reactor.stop();
+    thread.join().unwrap();
+}
+
+/// A temporary file path under the target directory (no tempfile dependency here).
+struct TempFile {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+}
+
+impl TempFile {
+    fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl Write for TempFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn tempfile_in_target() -> TempFile {
+    let path = std::env::temp_dir().join(format!("weir-reactor-test-{}", std::process::id()));
+    let file = std::fs::File::create(&path).unwrap();
+    TempFile { path, file }
+}
+
+/// A handle that records what the reactor does to it.
+struct Recorder {
+    reader: Mutex<Option<Box<dyn Read + Send>>>,
+    stream: Option<UnixStream>,
+    data: Mutex<Vec<u8>>,
+    eof: Mutex<bool>,
+    reads: AtomicUsize,
+    closes: Mutex<Vec<(Direction, CloseReason)>>,
+    panic_on_read: Mutex<bool>,
+}
+
+impl Recorder {
+    fn build(stream: Option<UnixStream>, reader: Option<Box<dyn Read + Send>>) -> Arc<Recorder> {
+        Arc::new(Recorder {
+            reader: Mutex::new(reader),
+            stream,
+            data: Mutex::new(Vec::new()),
+            eof: Mutex::new(false),
+            reads: AtomicUsize::new(0),
+            closes: Mutex::new(Vec::new()),
+            panic_on_read: Mutex::new(false),
+        })
+    }
+
+    fn new() -> Arc<Recorder> {
+        Recorder::build(None, None)
+    }
+
+    fn with_stream(stream: UnixStream) -> Arc<Recorder> {
+        let reader = stream.try_clone().unwrap();
+        Recorder::build(Some(stream), Some(Box::new(reader)))
+    }
+
+    fn with_reader(reader: Box<dyn Read + Send>) -> Arc<Recorder> {
+        Recorder::build(None, Some(reader))
+    }
+
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.stream.as_ref().unwrap().as_fd()
+    }
+
+    fn wait(&self, what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            thread::yield_now();
+        }
+    }
+
+    fn wait_closes(&self, n: usize) {
+        self.wait("closes", || self.closes.lock().len() >= n);
+    }
+
+    fn wait_data(&self, n: usize) {
+        self.wait("data", || self.data.lock().len() >= n);
+    }
+
+    fn wait_eof(&self) {
+        self.wait("end of file", || *self.eof.lock());
+    }
+}
+
+impl ByteHandle for Recorder {
+    fn on_readable(&self) {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        if *self.panic_on_read.lock() {
+            panic!("handle panics on purpose");
+        }
+        let mut reader = self.reader.lock();
+        let Some(reader) = reader.as_mut() else {
+            return;
+        };
+        let mut buf = [0u8; 4096];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => {
+                    *self.eof.lock() = true;
+                    return;
+                }
+                Ok(n) => self.data.lock().extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => panic!("read failed: {e}"),
+            }
+        }
+    }
+
+    fn on_close(&self, direction: Direction, reason: CloseReason) {
+        self.closes.lock().push((direction, reason));
+    }
+}
