@@ -257,7 +257,10 @@ mod tests {
             ("certificate has expired", "CertificateExpired"),
             ("unable to get local issuer certificate", "UnknownIssuer"),
             ("self-signed certificate", "UnknownIssuer"),
-            ("self signed certificate in certificate chain", "UnknownIssuer"),
+            (
+                "self signed certificate in certificate chain",
+                "UnknownIssuer",
+            ),
             ("Hostname mismatch", "HostnameMismatch"),
             ("certificate is not yet valid", "CertificateRejected"),
         ];
