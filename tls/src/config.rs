@@ -117,7 +117,8 @@ impl TlsIdentity {
     /// # Errors
     ///
     /// [`TlsError::Config`] if the PEM cannot be parsed, the key is not PKCS#8, or the chain is
-    /// empty.
+    /// empty. A key that does not belong to the leaf certificate is not detected here (native-tls
+    /// does not check): every handshake then fails with "no shared cipher".
     pub fn from_pem(certificate_chain: &[u8], private_key: &[u8]) -> Result<Self, TlsError> {
         native_tls::Identity::from_pkcs8(certificate_chain, private_key)
             .map(|inner| TlsIdentity { inner })
