@@ -1,0 +1,1284 @@
+//! The connection state machine.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::config::{Config, ConfigError};
+use crate::crypto::{self, MacKey};
+use crate::error::{Error, ResetCode, Violation};
+use crate::packet::{
+    self, Hello, Packet, ParseError, Parsed, Reset, SackBlock, Segment, SegmentHeader, FLAG_FIN,
+    FLAG_PING, MAX_SACK_BLOCKS, NONCE_LEN,
+};
+use crate::recovery::{NewReno, Replay, ReplayWindow, RttEstimator};
+use crate::stats::Stats;
+
+/// Segments sent after a lost one that must be acknowledged before it counts as lost.
+const PACKET_THRESHOLD: u64 = 3;
+/// Extra acks a closed connection sends for the peer's FIN, one per RTO.
+const FINAL_ACKS: u8 = 3;
+/// Shortest linger after a clean close.
+const MIN_LINGER: Duration = Duration::from_secs(1);
+
+/// One datagram to send, produced by [`Connection::poll_transmit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send it: always the peer address given to [`Connection::new`].
+    pub destination: SocketAddr,
+    /// Number of bytes written to the caller's buffer.
+    pub size: usize,
+}
+
+/// Something the application or bridge should know, from [`Connection::poll_event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Both directions ended cleanly: our FIN was acknowledged and the peer's arrived.
+    /// Data not yet read stays readable. The connection lingers a little to answer
+    /// retransmissions, then [`Connection::is_drained`] becomes true.
+    #[doc(alias = "close_io")]
+    Closed,
+    /// The handshake completed; data now flows.
+    #[doc(alias = "connected")]
+    Connected,
+    /// The connection failed; nothing more will be delivered. Reported once.
+    #[doc(alias = "VFIOLost")]
+    Failed(Error),
+    /// The peer ended its stream: every byte before its FIN has arrived. After reading
+    /// [`Connection::readable_len`] more bytes, the inbound stream is complete.
+    #[doc(alias = "end_consume")]
+    PeerFinished,
+    /// In-order bytes became readable (the buffer went from empty to non-empty). Call
+    /// [`Connection::read`] until it returns `None`.
+    ReadableData,
+    /// [`Connection::send_capacity`] rose above zero after a write was cut short.
+    #[doc(alias = "can_produce")]
+    WritableAgain,
+}
+
+/// The sans-IO core of one VUT connection: a reliable, ordered, authenticated byte stream
+/// in each direction over UDP.
+///
+/// A `Connection` owns no socket, reads no clock and spawns nothing. Time comes in as
+/// `Instant` arguments, which must never go backwards; randomness comes from the seed given
+/// to [`Connection::new`].
+///
+/// # Methods by kind
+///
+/// * Inputs: [`handle_datagram`](Self::handle_datagram) (every datagram the socket receives;
+///   the core itself checks the source address), [`handle_timeout`](Self::handle_timeout)
+///   (when the instant from [`poll_timeout`](Self::poll_timeout) is reached; calling it early
+///   or twice is harmless).
+/// * Outputs, drained **in this order** after every input or stream call:
+///   1. [`poll_transmit`](Self::poll_transmit) until `None`, sending each datagram;
+///   2. [`poll_timeout`](Self::poll_timeout), re-arming the one timer (`None`: no timer);
+///   3. [`poll_event`](Self::poll_event) until `None`.
+/// * Outbound stream: [`write`](Self::write), [`send_capacity`](Self::send_capacity),
+///   [`finish`](Self::finish), [`abort`](Self::abort).
+/// * Inbound stream: [`read`](Self::read), [`readable_len`](Self::readable_len),
+///   [`is_peer_finished`](Self::is_peer_finished).
+/// * State: [`is_established`](Self::is_established), [`is_drained`](Self::is_drained),
+///   [`stats`](Self::stats), [`peer`](Self::peer).
+///
+/// # Threading and re-entrancy
+///
+/// A `Connection` is `Send` and has no interior mutability; use it from one thread at a
+/// time. It never calls back into its caller: everything it has to say comes out of the
+/// `poll_*` methods.
+///
+/// # Examples
+///
+/// Two connections wired back to back without loss:
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use std::time::Instant;
+/// use weir_vudp::{Config, Connection, Event};
+///
+/// let (a_addr, b_addr): (SocketAddr, SocketAddr) =
+///     ("10.0.0.1:4000".parse().unwrap(), "10.0.0.2:4000".parse().unwrap());
+/// let now = Instant::now();
+/// let mut a = Connection::new(Config::default(), b"secret A", b"secret B", b_addr, [1; 32], now)
+///     .unwrap();
+/// let mut b = Connection::new(Config::default(), b"secret B", b"secret A", a_addr, [2; 32], now)
+///     .unwrap();
+/// a.write(b"hello");
+/// a.finish();
+/// let mut buf = Vec::new();
+/// for _ in 0..10 {
+///     while a.poll_transmit(now, &mut buf).is_some() {
+///         b.handle_datagram(now, a_addr, &buf);
+///     }
+///     while b.poll_transmit(now, &mut buf).is_some() {
+///         a.handle_datagram(now, b_addr, &buf);
+///     }
+/// }
+/// assert_eq!(b.poll_event(), Some(Event::Connected));
+/// assert_eq!(&b.read(100).unwrap()[..], b"hello");
+/// assert!(b.is_peer_finished());
+/// ```
+#[derive(Debug)]
+#[doc(alias = "VUDPTransport")]
+pub struct Connection {
+    /// Settings, validated.
+    config: Config,
+    /// The only address we talk to and accept datagrams from.
+    peer: SocketAddr,
+    /// Where the connection is in its life.
+    state: State,
+    /// When a closed or failed connection stops answering.
+    linger_until: Option<Instant>,
+
+    // Handshake.
+    /// Our nonce for this connection.
+    local_nonce: [u8; NONCE_LEN],
+    /// Keying material of direction us → peer.
+    ikm_send: Vec<u8>,
+    /// Keying material of direction peer → us.
+    ikm_recv: Vec<u8>,
+    /// HELLO key us → peer.
+    hello_send: MacKey,
+    /// HELLO key peer → us.
+    hello_recv: MacKey,
+    /// The HELLO whose nonce we use as the peer's (tentative until established).
+    peer_hello: Option<Hello>,
+    /// Data keys derived from both nonces.
+    keys: Option<Keys>,
+    /// A HELLO should go out.
+    hello_pending: bool,
+    /// When to retransmit the HELLO.
+    hello_deadline: Option<Instant>,
+    /// When the handshake gives up.
+    handshake_deadline: Instant,
+
+    // Packet numbers.
+    /// Packet number of the next SEGMENT or RESET.
+    next_packet_number: u64,
+    /// Packet numbers received.
+    replay: ReplayWindow,
+
+    // Sending.
+    /// Data bytes per segment.
+    mss: usize,
+    /// Written, not yet segmented.
+    unsent: BytesMut,
+    /// Sent segments not yet cumulatively acknowledged, by stream offset.
+    segments: BTreeMap<u64, SentSegment>,
+    /// Data bytes in `segments`.
+    outstanding_bytes: u64,
+    /// Lowest unacknowledged stream offset (FIN included).
+    snd_una: u64,
+    /// Offset of the next new data byte.
+    snd_nxt: u64,
+    /// Largest `ack + window` the peer announced.
+    send_limit: u64,
+    /// The application called `finish`.
+    finish_requested: bool,
+    /// Our FIN is in `segments` (or acknowledged).
+    fin_sent: bool,
+    /// Our FIN was acknowledged.
+    fin_acked: bool,
+    /// Transmission counter stamped on every segment sent.
+    next_send_order: u64,
+    /// Send order of the newest segment acknowledged so far.
+    largest_acked_order: Option<u64>,
+    /// Retransmission timer.
+    rto_deadline: Option<Instant>,
+    /// Zero-window probe timer.
+    persist_deadline: Option<Instant>,
+    /// Probes sent since the window closed.
+    persist_backoff: u32,
+    /// A write was cut short; report `WritableAgain` once capacity returns.
+    write_blocked: bool,
+
+    // Receiving.
+    /// Next in-order data offset expected from the peer.
+    rcv_nxt: u64,
+    /// Offset of the first byte the application has not read.
+    read_offset: u64,
+    /// In-order bytes waiting for the application.
+    readable: VecDeque<Bytes>,
+    /// Bytes in `readable`.
+    readable_len: usize,
+    /// Out-of-order data, non-overlapping, by offset, all inside the window.
+    out_of_order: BTreeMap<u64, Bytes>,
+    /// Offset of the data most recently stored out of order (its range goes first in SACK).
+    latest_out_of_order: Option<u64>,
+    /// The peer's final length, once its FIN arrived.
+    peer_fin: Option<u64>,
+    /// All bytes before the peer's FIN arrived.
+    peer_finished: bool,
+    /// Right edge of the window as last sent.
+    announced_right: u64,
+    /// `ReadableData` was reported and the buffer has not been emptied since.
+    readable_notified: bool,
+    /// An acknowledgement should go out.
+    ack_pending: bool,
+    /// An ack-eliciting empty segment (keep-alive or probe) should go out.
+    ping_pending: bool,
+    /// Extra final acks still to send after a clean close.
+    final_acks_left: u8,
+    /// When the next extra final ack goes out.
+    final_ack_deadline: Option<Instant>,
+
+    // Time, estimators, output.
+    /// When we last sent anything.
+    last_sent: Instant,
+    /// When we last received an authentic packet.
+    last_received: Instant,
+    /// RTT and RTO.
+    rtt: RttEstimator,
+    /// Congestion control.
+    cc: NewReno,
+    /// The code of our RESET once failed.
+    reset_code: Option<ResetCode>,
+    /// A RESET should go out.
+    reset_pending: bool,
+    /// Events not yet polled.
+    events: VecDeque<Event>,
+    /// Counters.
+    stats: Stats,
+}
+
+/// Life cycle of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Exchanging HELLOs.
+    Handshaking,
+    /// Data flows.
+    Established,
+    /// Closed cleanly; answering retransmissions until `linger_until`.
+    Closed,
+    /// Failed; answering with RESET until `linger_until`.
+    Failed,
+    /// Nothing more to do.
+    Drained,
+}
+
+/// The two data keys.
+#[derive(Debug, Clone)]
+struct Keys {
+    /// Us → peer.
+    send: MacKey,
+    /// Peer → us.
+    recv: MacKey,
+}
+
+/// A segment sent and not yet cumulatively acknowledged.
+#[derive(Debug, Clone)]
+struct SentSegment {
+    /// Stream bytes.
+    data: Bytes,
+    /// Carries our FIN (which occupies the offset after the data).
+    fin: bool,
+    /// Last transmission time.
+    sent_at: Instant,
+    /// Transmission counter value of the last transmission.
+    order: u64,
+    /// Sent more than once (no RTT samples: Karn's rule).
+    retransmitted: bool,
+    /// Where it stands.
+    state: SegmentState,
+}
+
+impl SentSegment {
+    /// Stream offsets occupied, FIN included.
+    fn seq_len(&self) -> u64 {
+        self.data.len() as u64 + u64::from(self.fin)
+    }
+}
+
+/// What the sender knows about a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SegmentState {
+    /// Sent, no news.
+    InFlight,
+    /// Declared lost, waiting for retransmission.
+    Lost,
+    /// Selectively acknowledged.
+    Sacked,
+}
+
+impl Connection {
+    /// Creates a connection to `peer` and queues its first HELLO.
+    ///
+    /// `local_secret` is this side's secret and `peer_secret` the peer's (the peer passes
+    /// them the other way round). `seed` must be fresh random bytes (for example from the OS
+    /// random source) for every connection: it makes the connection's nonce.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] if `config` is inconsistent.
+    #[doc(alias = "VUDPTransport")]
+    pub fn new(
+        config: Config,
+        local_secret: &[u8],
+        peer_secret: &[u8],
+        peer: SocketAddr,
+        seed: [u8; 32],
+        now: Instant,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let ikm_send = crypto::direction_ikm(local_secret, peer_secret);
+        let ikm_recv = crypto::direction_ikm(peer_secret, local_secret);
+        let mss = Config::mss_for(config.max_datagram);
+        Ok(Self {
+            peer,
+            state: State::Handshaking,
+            linger_until: None,
+            local_nonce: crypto::nonce_from_seed(&seed),
+            hello_send: crypto::hello_key(&ikm_send),
+            hello_recv: crypto::hello_key(&ikm_recv),
+            ikm_send,
+            ikm_recv,
+            peer_hello: None,
+            keys: None,
+            hello_pending: true,
+            hello_deadline: None,
+            handshake_deadline: now + config.handshake_timeout,
+            next_packet_number: 0,
+            replay: ReplayWindow::default(),
+            mss,
+            unsent: BytesMut::new(),
+            segments: BTreeMap::new(),
+            outstanding_bytes: 0,
+            snd_una: 0,
+            snd_nxt: 0,
+            send_limit: 0,
+            finish_requested: false,
+            fin_sent: false,
+            fin_acked: false,
+            next_send_order: 0,
+            largest_acked_order: None,
+            rto_deadline: None,
+            persist_deadline: None,
+            persist_backoff: 0,
+            write_blocked: false,
+            rcv_nxt: 0,
+            read_offset: 0,
+            readable: VecDeque::new(),
+            readable_len: 0,
+            out_of_order: BTreeMap::new(),
+            latest_out_of_order: None,
+            peer_fin: None,
+            peer_finished: false,
+            announced_right: u64::from(config.recv_buffer),
+            readable_notified: false,
+            ack_pending: false,
+            ping_pending: false,
+            final_acks_left: 0,
+            final_ack_deadline: None,
+            last_sent: now,
+            last_received: now,
+            rtt: RttEstimator::new(config.initial_rto, config.min_rto, config.max_rto),
+            cc: NewReno::new(mss),
+            reset_code: None,
+            reset_pending: false,
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            config,
+        })
+    }
+
+    // ---------------------------------------------------------------- inputs
+
+    /// Feeds one received datagram. Datagrams from other addresses, unparsable or
+    /// unauthentic ones are dropped and counted in [`Stats::dropped`]; none can panic or
+    /// disturb the connection.
+    #[doc(alias = "do_read")]
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        if from != self.peer {
+            self.stats.dropped.wrong_source += 1;
+            return;
+        }
+        self.stats.datagrams_received += 1;
+        if self.state == State::Drained {
+            self.stats.dropped.unexpected += 1;
+            return;
+        }
+        let parsed = match packet::parse(datagram) {
+            Ok(parsed) => parsed,
+            Err(ParseError::UnsupportedVersion { .. }) => {
+                self.stats.dropped.unsupported_version += 1;
+                return;
+            }
+            Err(_) => {
+                self.stats.dropped.unparsable += 1;
+                return;
+            }
+        };
+        match parsed.packet {
+            Packet::Hello(hello) => self.handle_hello(now, &parsed, hello),
+            Packet::Segment(segment) => {
+                if self.authenticate(&parsed, segment.packet_number) {
+                    self.handle_segment(now, &segment);
+                }
+            }
+            Packet::Reset(reset) => {
+                if self.authenticate(&parsed, reset.packet_number) {
+                    self.handle_reset(reset);
+                }
+            }
+        }
+    }
+
+    /// Tells the core that time has passed. Harmless when called early or repeatedly.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::Drained => {}
+            State::Closed | State::Failed => {
+                if self.linger_until.is_some_and(|t| now >= t) {
+                    self.state = State::Drained;
+                    return;
+                }
+                if self.final_ack_deadline.is_some_and(|t| now >= t) {
+                    self.ack_pending = true;
+                    self.final_acks_left = self.final_acks_left.saturating_sub(1);
+                    self.final_ack_deadline =
+                        (self.final_acks_left > 0).then(|| now + self.rtt.rto());
+                }
+            }
+            State::Handshaking => {
+                if now >= self.handshake_deadline {
+                    let authentication_failures = self.stats.dropped.bad_mac;
+                    self.fail(
+                        now,
+                        Error::HandshakeTimeout {
+                            authentication_failures,
+                        },
+                        None,
+                    );
+                    return;
+                }
+                if self.hello_deadline.is_some_and(|t| now >= t) {
+                    self.rtt.on_timeout();
+                    self.hello_pending = true;
+                    self.hello_deadline = Some(now + self.rtt.rto());
+                }
+            }
+            State::Established => {
+                if now >= self.last_received + self.config.idle_timeout {
+                    self.fail(now, Error::IdleTimeout, None);
+                    return;
+                }
+                if self.rto_deadline.is_some_and(|t| now >= t) {
+                    self.on_retransmission_timeout(now);
+                }
+                if self.persist_deadline.is_some_and(|t| now >= t) {
+                    self.ping_pending = true;
+                    self.persist_backoff = (self.persist_backoff + 1).min(20);
+                    self.persist_deadline = Some(now + self.persist_interval());
+                }
+                if now >= self.last_sent + self.config.keepalive_interval {
+                    self.ping_pending = true;
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- outputs
+
+    /// Writes the next datagram to send into `buf` (cleared first) and says where it goes.
+    /// Call until it returns `None`.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        buf.clear();
+        if self.state == State::Drained {
+            return None;
+        }
+        if self.reset_pending {
+            self.reset_pending = false;
+            let (Some(keys), Some(code)) = (&self.keys, self.reset_code) else {
+                return None;
+            };
+            let reset = Reset {
+                code: code.0,
+                packet_number: self.next_packet_number,
+            };
+            self.next_packet_number += 1;
+            packet::encode_reset(buf, &reset);
+            keys.send.seal(buf);
+            let linger = now + self.rtt.rto() * 3;
+            self.linger_until = Some(self.linger_until.map_or(linger, |t| t.max(linger)));
+            return Some(self.transmitted(now, buf));
+        }
+        if self.state == State::Failed {
+            return None;
+        }
+        if self.hello_pending {
+            self.hello_pending = false;
+            let hello = Hello {
+                max_datagram: self.config.max_datagram,
+                window: self.config.recv_buffer,
+                nonce: self.local_nonce,
+                echo: self.peer_hello.map_or([0; NONCE_LEN], |h| h.nonce),
+            };
+            packet::encode_hello(buf, &hello);
+            self.hello_send.seal(buf);
+            if self.state == State::Handshaking && self.hello_deadline.is_none() {
+                self.hello_deadline = Some(now + self.rtt.rto());
+            }
+            return Some(self.transmitted(now, buf));
+        }
+        if self.state == State::Handshaking {
+            return None;
+        }
+        self.poll_segment(now, buf)
+    }
+
+    /// The instant at which [`handle_timeout`](Self::handle_timeout) should be called, or
+    /// `None` if no timer is needed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let candidates: [Option<Instant>; 5] = match self.state {
+            State::Drained => return None,
+            State::Handshaking => [
+                Some(self.handshake_deadline),
+                self.hello_deadline,
+                None,
+                None,
+                None,
+            ],
+            State::Established => [
+                Some(self.last_received + self.config.idle_timeout),
+                Some(self.last_sent + self.config.keepalive_interval),
+                self.rto_deadline,
+                self.persist_deadline,
+                None,
+            ],
+            State::Closed | State::Failed => {
+                [self.linger_until, self.final_ack_deadline, None, None, None]
+            }
+        };
+        candidates.into_iter().flatten().min()
+    }
+
+    /// The next event, if any. Call until it returns `None`.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ---------------------------------------------------------------- outbound stream
+
+    /// Queues bytes for sending and returns how many were taken: at most
+    /// [`send_capacity`](Self::send_capacity). Bytes written before the handshake completes
+    /// are sent once it does. Returns 0 after [`finish`](Self::finish) or once the
+    /// connection ended. A short write arms [`Event::WritableAgain`].
+    #[doc(alias = "consume")]
+    pub fn write(&mut self, data: &[u8]) -> usize {
+        if self.finish_requested || !matches!(self.state, State::Handshaking | State::Established) {
+            return 0;
+        }
+        let taken = self.send_capacity().min(data.len());
+        if taken < data.len() {
+            self.write_blocked = true;
+        }
+        self.unsent.extend_from_slice(&data[..taken]);
+        taken
+    }
+
+    /// Bytes [`write`](Self::write) would take now: the send buffer minus bytes written and
+    /// not yet acknowledged.
+    pub fn send_capacity(&self) -> usize {
+        if self.finish_requested || !matches!(self.state, State::Handshaking | State::Established) {
+            return 0;
+        }
+        let used = self.unsent.len() as u64 + self.outstanding_bytes;
+        u64::from(self.config.send_buffer).saturating_sub(used) as usize
+    }
+
+    /// Ends our outbound stream: every byte written is delivered, then FIN. Idempotent.
+    #[doc(alias = "end_consume")]
+    pub fn finish(&mut self) {
+        if matches!(self.state, State::Handshaking | State::Established) {
+            self.finish_requested = true;
+        }
+    }
+
+    /// Tears the connection down at once: sends RESET ([`ResetCode::ABORTED`]) if keys
+    /// exist, discards both streams and reports [`Event::Failed`] with [`Error::Aborted`].
+    /// Does nothing once the connection has ended.
+    #[doc(alias = "FLAG_FAIL")]
+    pub fn abort(&mut self) {
+        if matches!(
+            self.state,
+            State::Handshaking | State::Established | State::Closed
+        ) {
+            self.fail_without_clock(Error::Aborted, Some(ResetCode::ABORTED));
+        }
+    }
+
+    // ---------------------------------------------------------------- inbound stream
+
+    /// Takes up to `max` in-order bytes, or `None` if none are readable. Reading opens the
+    /// receive window again (the advertised window is the receive buffer minus bytes not
+    /// yet read), so a slow reader slows the sender down.
+    pub fn read(&mut self, max: usize) -> Option<Bytes> {
+        if max == 0 {
+            return None;
+        }
+        let front = self.readable.front_mut()?;
+        let chunk = if front.len() <= max {
+            self.readable.pop_front()?
+        } else {
+            front.split_to(max)
+        };
+        self.readable_len -= chunk.len();
+        self.read_offset += chunk.len() as u64;
+        if self.readable_len == 0 {
+            self.readable_notified = false;
+        }
+        let threshold = (u64::from(self.config.recv_buffer) / 4)
+            .min(2 * self.mss as u64)
+            .max(1);
+        if self.right_edge() >= self.announced_right + threshold
+            && matches!(self.state, State::Established | State::Closed)
+            && !self.peer_finished
+        {
+            self.ack_pending = true;
+        }
+        Some(chunk)
+    }
+
+    /// In-order bytes ready for [`read`](Self::read).
+    pub fn readable_len(&self) -> usize {
+        self.readable_len
+    }
+
+    /// Whether the peer's stream ended: no bytes will follow those now readable.
+    pub fn is_peer_finished(&self) -> bool {
+        self.peer_finished
+    }
+
+    // ---------------------------------------------------------------- state
+
+    /// Whether the handshake completed and the connection has not ended.
+    pub fn is_established(&self) -> bool {
+        self.state == State::Established
+    }
+
+    /// Whether the core has nothing left to do: closed or failed, and done lingering. The
+    /// bridge may drop it (and its socket) now.
+    pub fn is_drained(&self) -> bool {
+        self.state == State::Drained
+    }
+
+    /// The peer address given to [`new`](Self::new).
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Counters and estimator state.
+    pub fn stats(&self) -> Stats {
+        let mut stats = self.stats;
+        stats.cwnd = self.cc.cwnd;
+        stats.ssthresh = self.cc.ssthresh;
+        stats.srtt = self.rtt.srtt();
+        stats.rttvar = self.rtt.rttvar();
+        stats.rto = self.rtt.rto();
+        stats
+    }
+
+    // ---------------------------------------------------------------- receive path
+
+    /// Checks the tag of a SEGMENT or RESET and its packet number.
+    fn authenticate(&mut self, parsed: &Parsed<'_>, packet_number: u64) -> bool {
+        let Some(keys) = &self.keys else {
+            self.stats.dropped.unexpected += 1;
+            return false;
+        };
+        if !keys.recv.verify(parsed.authenticated, parsed.tag) {
+            self.stats.dropped.bad_mac += 1;
+            return false;
+        }
+        match self.replay.check_and_insert(packet_number) {
+            Ok(()) => true,
+            Err(Replay::Duplicate) => {
+                self.stats.dropped.replayed += 1;
+                false
+            }
+            Err(Replay::TooOld) => {
+                self.stats.dropped.too_old += 1;
+                false
+            }
+        }
+    }
+
+    fn handle_hello(&mut self, now: Instant, parsed: &Parsed<'_>, hello: Hello) {
+        if !self.hello_recv.verify(parsed.authenticated, parsed.tag) {
+            self.stats.dropped.bad_mac += 1;
+            return;
+        }
+        if hello.nonce == self.local_nonce {
+            self.stats.dropped.stale_handshake += 1;
+            return;
+        }
+        match self.state {
+            State::Handshaking => {
+                if self.peer_hello.map(|h| h.nonce) != Some(hello.nonce) {
+                    self.keys = Some(Keys {
+                        send: crypto::data_key(&self.ikm_send, &self.local_nonce, &hello.nonce),
+                        recv: crypto::data_key(&self.ikm_recv, &hello.nonce, &self.local_nonce),
+                    });
+                    self.replay = ReplayWindow::default();
+                }
+                self.peer_hello = Some(hello);
+                self.hello_pending = true;
+                if hello.echo == self.local_nonce {
+                    self.establish(now);
+                }
+            }
+            _ if self.peer_hello.map(|h| h.nonce) == Some(hello.nonce) => {
+                if matches!(self.state, State::Established | State::Closed) {
+                    self.hello_pending = true;
+                }
+            }
+            _ => self.stats.dropped.stale_handshake += 1,
+        }
+    }
+
+    fn establish(&mut self, now: Instant) {
+        let Some(hello) = self.peer_hello else { return };
+        self.state = State::Established;
+        self.hello_deadline = None;
+        self.last_received = now;
+        self.send_limit = u64::from(hello.window);
+        let datagram = self.config.max_datagram.min(hello.max_datagram);
+        self.mss = Config::mss_for(datagram);
+        self.cc = NewReno::new(self.mss);
+        self.events.push_back(Event::Connected);
+    }
+
+    fn handle_reset(&mut self, reset: Reset) {
+        match self.state {
+            State::Handshaking | State::Established | State::Closed => {
+                self.reset_code = None;
+                self.events
+                    .push_back(Event::Failed(Error::Reset(ResetCode(reset.code))));
+                self.state = State::Drained;
+            }
+            _ => self.stats.dropped.unexpected += 1,
+        }
+    }
+
+    fn handle_segment(&mut self, now: Instant, segment: &Segment<'_>) {
+        self.last_received = now;
+        match self.state {
+            State::Handshaking => self.establish(now),
+            State::Failed => {
+                self.reset_pending = true;
+                return;
+            }
+            State::Established | State::Closed | State::Drained => {}
+        }
+        if let Err(violation) = self.process_ack(now, segment) {
+            self.fail(
+                now,
+                Error::ProtocolViolation(violation),
+                Some(ResetCode::PROTOCOL_VIOLATION),
+            );
+            return;
+        }
+        if let Err(violation) = self.process_data(segment) {
+            self.fail(
+                now,
+                Error::ProtocolViolation(violation),
+                Some(ResetCode::PROTOCOL_VIOLATION),
+            );
+            return;
+        }
+        if segment.is_ack_eliciting() {
+            self.ack_pending = true;
+        }
+        self.check_closed(now);
+    }
+
+    /// Cumulative ack, SACK blocks, window, RTT, loss detection, congestion control.
+    fn process_ack(&mut self, now: Instant, segment: &Segment<'_>) -> Result<(), Violation> {
+        let sent_end = self.sent_end();
+        if segment.ack > sent_end {
+            return Err(Violation::AckOfUnsentData);
+        }
+        let mut blocks = [(0u64, 0u64); MAX_SACK_BLOCKS];
+        let mut block_count = 0;
+        for block in segment.sack_blocks() {
+            let start = segment.ack.checked_add(u64::from(block.start));
+            let end = start.and_then(|s| s.checked_add(u64::from(block.len)));
+            match (start, end) {
+                (Some(start), Some(end)) if end <= sent_end => {
+                    blocks[block_count] = (start, end);
+                    block_count += 1;
+                }
+                _ => return Err(Violation::AckOfUnsentData),
+            }
+        }
+
+        let mut newly_acked = 0u64;
+        let mut newest: Option<(u64, Instant, bool)> = None;
+        let mut note = |seg: &SentSegment, newly: &mut u64| {
+            if seg.state != SegmentState::Sacked {
+                *newly += seg.data.len() as u64;
+            }
+            if newest.map_or(true, |(order, _, _)| seg.order > order) {
+                newest = Some((seg.order, seg.sent_at, seg.retransmitted));
+            }
+        };
+        let cumulative_progress = segment.ack > self.snd_una;
+        if cumulative_progress {
+            while let Some(entry) = self.segments.first_entry() {
+                if entry.key() + entry.get().seq_len() > segment.ack {
+                    break;
+                }
+                let seg = entry.remove();
+                note(&seg, &mut newly_acked);
+                self.outstanding_bytes -= seg.data.len() as u64;
+                if seg.fin {
+                    self.fin_acked = true;
+                }
+            }
+            self.snd_una = segment.ack;
+        }
+        for &(start, end) in &blocks[..block_count] {
+            for (&offset, seg) in self.segments.range_mut(start..end) {
+                if offset + seg.seq_len() <= end && seg.state != SegmentState::Sacked {
+                    note(seg, &mut newly_acked);
+                    seg.state = SegmentState::Sacked;
+                }
+            }
+        }
+        self.stats.bytes_acked += newly_acked;
+
+        self.send_limit = self
+            .send_limit
+            .max(segment.ack.saturating_add(u64::from(segment.window)));
+        if self.send_limit > self.snd_nxt {
+            self.persist_deadline = None;
+            self.persist_backoff = 0;
+        }
+
+        if let Some((order, sent_at, retransmitted)) = newest {
+            if !retransmitted {
+                self.rtt.on_sample(now.saturating_duration_since(sent_at));
+            }
+            self.largest_acked_order =
+                Some(self.largest_acked_order.map_or(order, |o| o.max(order)));
+        }
+        if let Some(largest) = self.largest_acked_order {
+            let mut lost = false;
+            for seg in self.segments.values_mut() {
+                if seg.state == SegmentState::InFlight && seg.order + PACKET_THRESHOLD <= largest {
+                    seg.state = SegmentState::Lost;
+                    self.stats.fast_retransmits += 1;
+                    lost = true;
+                }
+            }
+            if lost {
+                self.cc.on_loss(sent_end);
+            }
+        }
+        if newly_acked > 0 {
+            self.cc.on_ack(newly_acked, self.snd_una);
+        }
+        if self
+            .segments
+            .values()
+            .all(|s| s.state == SegmentState::Sacked)
+        {
+            self.rto_deadline = None;
+        } else if cumulative_progress {
+            self.rto_deadline = Some(now + self.rtt.rto());
+        }
+        if self.write_blocked && self.send_capacity() > 0 {
+            self.write_blocked = false;
+            self.events.push_back(Event::WritableAgain);
+        }
+        Ok(())
+    }
+
+    /// Stores data and the FIN, delivers what is now in order.
+    fn process_data(&mut self, segment: &Segment<'_>) -> Result<(), Violation> {
+        if segment.data.is_empty() && !segment.is_fin() {
+            return Ok(());
+        }
+        let Some(end) = segment.seq.checked_add(segment.data.len() as u64) else {
+            self.stats.dropped.out_of_window += 1;
+            return Ok(());
+        };
+        if let Some(fin) = self.peer_fin {
+            if end > fin {
+                return Err(Violation::DataAfterFin);
+            }
+            if segment.is_fin() && end != fin {
+                return Err(Violation::FinMoved);
+            }
+        }
+        if end > self.right_edge() && !segment.data.is_empty() {
+            self.stats.dropped.out_of_window += 1;
+            return Ok(());
+        }
+        if segment.is_fin() && self.peer_fin.is_none() {
+            let highest = self
+                .out_of_order
+                .last_key_value()
+                .map_or(self.rcv_nxt, |(k, v)| k + v.len() as u64);
+            if highest.max(self.rcv_nxt) > end {
+                return Err(Violation::DataAfterFin);
+            }
+            self.peer_fin = Some(end);
+        }
+        if !segment.data.is_empty() && end > self.rcv_nxt {
+            self.insert_data(segment.seq, segment.data);
+        }
+        if !self.peer_finished && self.peer_fin == Some(self.rcv_nxt) {
+            self.peer_finished = true;
+            self.events.push_back(Event::PeerFinished);
+        }
+        Ok(())
+    }
+
+    /// Inserts `data` at `offset` (which ends after `rcv_nxt` and inside the window).
+    fn insert_data(&mut self, offset: u64, data: &[u8]) {
+        let before = self.rcv_nxt;
+        let skip = self.rcv_nxt.saturating_sub(offset) as usize;
+        let (mut offset, mut data) = (offset + skip as u64, &data[skip..]);
+        if offset == self.rcv_nxt {
+            self.deliver(Bytes::copy_from_slice(data));
+            while let Some(entry) = self.out_of_order.first_entry() {
+                if *entry.key() > self.rcv_nxt {
+                    break;
+                }
+                let start = *entry.key();
+                let mut chunk = entry.remove();
+                let end = start + chunk.len() as u64;
+                if end > self.rcv_nxt {
+                    let _ = chunk.split_to((self.rcv_nxt - start) as usize);
+                    self.deliver(chunk);
+                }
+            }
+        } else {
+            // Out of order: store only the parts no stored range covers.
+            self.latest_out_of_order = Some(offset);
+            if let Some((&start, stored)) = self.out_of_order.range(..=offset).next_back() {
+                let covered = (start + stored.len() as u64).saturating_sub(offset);
+                let cut = (covered as usize).min(data.len());
+                offset += cut as u64;
+                data = &data[cut..];
+            }
+            while !data.is_empty() {
+                let next = self
+                    .out_of_order
+                    .range(offset..)
+                    .next()
+                    .map(|(&k, v)| (k, v.len()));
+                match next {
+                    Some((start, len)) if start < offset + data.len() as u64 => {
+                        let gap = (start - offset) as usize;
+                        if gap > 0 {
+                            self.out_of_order
+                                .insert(offset, Bytes::copy_from_slice(&data[..gap]));
+                        }
+                        let cut = (gap + len).min(data.len());
+                        offset += cut as u64;
+                        data = &data[cut..];
+                    }
+                    _ => {
+                        self.out_of_order
+                            .insert(offset, Bytes::copy_from_slice(data));
+                        break;
+                    }
+                }
+            }
+        }
+        self.stats.bytes_delivered += self.rcv_nxt - before;
+    }
+
+    /// Appends in-order bytes to the readable buffer.
+    fn deliver(&mut self, chunk: Bytes) {
+        if chunk.is_empty() {
+            return;
+        }
+        self.rcv_nxt += chunk.len() as u64;
+        self.readable_len += chunk.len();
+        self.readable.push_back(chunk);
+        if !self.readable_notified {
+            self.readable_notified = true;
+            self.events.push_back(Event::ReadableData);
+        }
+    }
+
+    // ---------------------------------------------------------------- send path
+
+    /// A retransmission, new data, or an ack / probe, in that order of preference.
+    fn poll_segment(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        let flight = self.flight();
+        let room = |len: u64| flight == 0 || flight + len <= self.cc.cwnd;
+
+        // 1. Retransmit the lowest lost segment.
+        let lost = self
+            .segments
+            .iter()
+            .find(|(_, s)| s.state == SegmentState::Lost)
+            .map(|(&offset, s)| (offset, s.data.len() as u64));
+        if let Some((offset, len)) = lost {
+            if room(len) {
+                let order = self.take_send_order();
+                let Some(seg) = self.segments.get_mut(&offset) else {
+                    return None;
+                };
+                seg.state = SegmentState::InFlight;
+                seg.retransmitted = true;
+                seg.sent_at = now;
+                seg.order = order;
+                let (data, fin) = (seg.data.clone(), seg.fin);
+                self.stats.bytes_retransmitted += len;
+                self.rto_deadline.get_or_insert(now + self.rtt.rto());
+                return Some(self.send_segment(now, buf, offset, &data, fin, false));
+            }
+        }
+
+        // 2. New data and/or FIN.
+        if self.state == State::Established && !self.fin_sent {
+            let waiting = self.unsent.len();
+            let usable = self.send_limit.saturating_sub(self.snd_nxt) as usize;
+            let take = waiting.min(usable).min(self.mss);
+            let full = waiting.min(self.mss);
+            let fin = self.finish_requested && take == waiting;
+            let worth_it = take == full || flight == 0;
+            if (take > 0 && worth_it || fin) && room(take as u64) {
+                let data = self.unsent.split_to(take).freeze();
+                let offset = self.snd_nxt;
+                self.snd_nxt += take as u64;
+                self.outstanding_bytes += take as u64;
+                self.fin_sent = fin;
+                let order = self.take_send_order();
+                self.segments.insert(
+                    offset,
+                    SentSegment {
+                        data: data.clone(),
+                        fin,
+                        sent_at: now,
+                        order,
+                        retransmitted: false,
+                        state: SegmentState::InFlight,
+                    },
+                );
+                self.stats.bytes_sent += take as u64;
+                self.rto_deadline.get_or_insert(now + self.rtt.rto());
+                return Some(self.send_segment(now, buf, offset, &data, fin, false));
+            }
+            if waiting > 0 && usable == 0 && self.segments.is_empty() {
+                // Zero window with nothing in flight: probe on the persist timer.
+                if self.persist_deadline.is_none() {
+                    self.persist_deadline = Some(now + self.persist_interval());
+                }
+            }
+        }
+
+        // 3. Acknowledgement, window update, keep-alive or probe.
+        if self.ack_pending || self.ping_pending {
+            let ping = self.ping_pending && self.state == State::Established;
+            let offset = self.snd_nxt + u64::from(self.fin_sent);
+            return Some(self.send_segment(now, buf, offset, &[], false, ping));
+        }
+        None
+    }
+
+    fn send_segment(
+        &mut self,
+        now: Instant,
+        buf: &mut Vec<u8>,
+        seq: u64,
+        data: &[u8],
+        fin: bool,
+        ping: bool,
+    ) -> Transmit {
+        let ack = self.rcv_nxt + u64::from(self.peer_finished);
+        let right = self.right_edge();
+        let window = u32::try_from(right.saturating_sub(ack)).unwrap_or(u32::MAX);
+        let mut flags = 0;
+        if fin {
+            flags |= FLAG_FIN;
+        }
+        if ping {
+            flags |= FLAG_PING;
+        }
+        let header = SegmentHeader {
+            flags,
+            packet_number: self.next_packet_number,
+            seq,
+            ack,
+            window,
+        };
+        self.next_packet_number += 1;
+        let (blocks, count) = self.sack_blocks(ack);
+        packet::encode_segment(buf, &header, &blocks[..count], data);
+        if let Some(keys) = &self.keys {
+            keys.send.seal(buf);
+        }
+        self.announced_right = self.announced_right.max(right);
+        self.ack_pending = false;
+        self.ping_pending = false;
+        self.transmitted(now, buf)
+    }
+
+    /// Up to four received ranges above `ack`: the newest first, then the lowest.
+    fn sack_blocks(&self, ack: u64) -> ([SackBlock; MAX_SACK_BLOCKS], usize) {
+        let mut blocks = [SackBlock::default(); MAX_SACK_BLOCKS];
+        let mut count = 0;
+        let mut ranges: [(u64, u64); MAX_SACK_BLOCKS + 1] = [(0, 0); MAX_SACK_BLOCKS + 1];
+        let mut range_count = 0;
+        let mut newest = None;
+        let mut current: Option<(u64, u64)> = None;
+        let latest = self.latest_out_of_order;
+        let mut flush = |range: (u64, u64), newest: &mut Option<(u64, u64)>| {
+            if latest.is_some_and(|l| range.0 <= l && l < range.1) {
+                *newest = Some(range);
+            } else if range_count < ranges.len() {
+                ranges[range_count] = range;
+                range_count += 1;
+            }
+        };
+        for (&start, data) in &self.out_of_order {
+            let end = start + data.len() as u64;
+            current = match current {
+                Some((s, e)) if e == start => Some((s, end)),
+                Some(range) => {
+                    flush(range, &mut newest);
+                    Some((start, end))
+                }
+                None => Some((start, end)),
+            };
+        }
+        if let Some(range) = current {
+            flush(range, &mut newest);
+        }
+        for (start, end) in newest
+            .into_iter()
+            .chain(ranges[..range_count].iter().copied())
+        {
+            if count == MAX_SACK_BLOCKS || start < ack {
+                continue;
+            }
+            // Both lie inside the receive window (at most 1 GiB), so they fit in u32.
+            blocks[count] = SackBlock {
+                start: u32::try_from(start - ack).unwrap_or(u32::MAX),
+                len: u32::try_from(end - start).unwrap_or(0),
+            };
+            count += 1;
+        }
+        (blocks, count)
+    }
+
+    /// Bookkeeping common to every datagram sent.
+    fn transmitted(&mut self, now: Instant, buf: &[u8]) -> Transmit {
+        self.last_sent = now;
+        self.stats.datagrams_sent += 1;
+        self.stats.wire_bytes_sent += buf.len() as u64;
+        Transmit {
+            destination: self.peer,
+            size: buf.len(),
+        }
+    }
+
+    // ---------------------------------------------------------------- timers and ends
+
+    fn on_retransmission_timeout(&mut self, now: Instant) {
+        let flight = self.flight();
+        let mut any = false;
+        for seg in self.segments.values_mut() {
+            if seg.state != SegmentState::Sacked {
+                seg.state = SegmentState::Lost;
+                any = true;
+            }
+        }
+        if !any {
+            self.rto_deadline = None;
+            return;
+        }
+        self.cc.on_timeout(flight);
+        self.rtt.on_timeout();
+        self.stats.rto_expirations += 1;
+        self.rto_deadline = Some(now + self.rtt.rto());
+    }
+
+    fn check_closed(&mut self, now: Instant) {
+        if self.state == State::Established && self.fin_acked && self.peer_finished {
+            self.state = State::Closed;
+            self.events.push_back(Event::Closed);
+            let rto = self.rtt.rto();
+            self.linger_until = Some(now + (rto * 3).max(MIN_LINGER));
+            self.final_acks_left = FINAL_ACKS;
+            self.final_ack_deadline = Some(now + rto);
+            self.rto_deadline = None;
+            self.persist_deadline = None;
+        }
+    }
+
+    /// Fails the connection, reporting `error`, and queues a RESET with `code` if keys exist.
+    fn fail(&mut self, now: Instant, error: Error, code: Option<ResetCode>) {
+        self.fail_without_clock(error, code);
+        if self.state == State::Failed {
+            self.linger_until = Some(now + self.rtt.rto() * 3);
+        }
+    }
+
+    fn fail_without_clock(&mut self, error: Error, code: Option<ResetCode>) {
+        self.events.push_back(Event::Failed(error));
+        self.unsent.clear();
+        self.segments.clear();
+        self.outstanding_bytes = 0;
+        self.out_of_order.clear();
+        self.rto_deadline = None;
+        self.persist_deadline = None;
+        self.final_ack_deadline = None;
+        self.hello_pending = false;
+        self.ack_pending = false;
+        self.ping_pending = false;
+        match (code, &self.keys) {
+            (Some(code), Some(_)) => {
+                self.state = State::Failed;
+                self.reset_code = Some(code);
+                self.reset_pending = true;
+                // Sending the RESET starts the linger (see `poll_transmit`).
+                self.linger_until = None;
+            }
+            _ => self.state = State::Drained,
+        }
+    }
+
+    // ---------------------------------------------------------------- helpers
+
+    /// Everything sent so far, FIN included: acks may not exceed it.
+    fn sent_end(&self) -> u64 {
+        self.snd_nxt + u64::from(self.fin_sent)
+    }
+
+    /// Bytes in flight: sent, neither acknowledged nor declared lost.
+    fn flight(&self) -> u64 {
+        self.segments
+            .values()
+            .filter(|s| s.state == SegmentState::InFlight)
+            .map(|s| s.data.len() as u64)
+            .sum()
+    }
+
+    /// Right edge of our receive window.
+    fn right_edge(&self) -> u64 {
+        self.read_offset + u64::from(self.config.recv_buffer)
+    }
+
+    fn persist_interval(&self) -> Duration {
+        let factor = 1u32 << self.persist_backoff.min(20);
+        self.rtt
+            .rto()
+            .saturating_mul(factor)
+            .min(self.config.max_rto)
+    }
+
+    fn take_send_order(&mut self) -> u64 {
+        let order = self.next_send_order;
+        self.next_send_order += 1;
+        order
+    }
+}
