@@ -94,7 +94,11 @@ impl TlsLimits {
 /// ```no_run
 /// use weir_tls::TlsIdentity;
 ///
+/// use weir_tls::TlsServerConfig;
+///
 /// let identity = TlsIdentity::from_pem_files("server-chain.pem", "server-key.pem")?;
+/// let config = TlsServerConfig::builder(identity).build()?;
+/// # drop(config);
 /// # Ok::<(), weir_tls::TlsError>(())
 /// ```
 #[derive(Clone)]
@@ -179,11 +183,13 @@ impl TlsIdentity {
 /// # Examples
 ///
 /// ```
-/// use weir_tls::TlsClientConfig;
+/// use weir_tls::{TlsClientConfig, TlsSession};
 ///
 /// let config = TlsClientConfig::builder()
 ///     .with_alpn_protocols(&["h2", "http/1.1"])
 ///     .build()?;
+/// let session = TlsSession::client(&config, "example.com")?;
+/// assert!(session.is_handshaking());
 /// # Ok::<(), weir_tls::TlsError>(())
 /// ```
 #[derive(Clone, Debug)]
@@ -351,10 +357,12 @@ impl TlsClientConfigBuilder {
 /// # Examples
 ///
 /// ```no_run
-/// use weir_tls::{TlsIdentity, TlsServerConfig};
+/// use weir_tls::{TlsIdentity, TlsServerConfig, TlsSession};
 ///
 /// let identity = TlsIdentity::from_pkcs12_file("server.p12", "secret")?;
 /// let config = TlsServerConfig::builder(identity).build()?;
+/// let session = TlsSession::server(&config)?;
+/// # drop(session);
 /// # Ok::<(), weir_tls::TlsError>(())
 /// ```
 #[derive(Clone)]

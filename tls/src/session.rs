@@ -15,6 +15,9 @@ use crate::transport::MemoryTransport;
 /// Most plaintext bytes in one TLS record; plaintext is encrypted at most this much at a time.
 const MAX_RECORD_PLAINTEXT: usize = 16 * 1024;
 
+/// Most bytes one `poll_plaintext` call returns, whatever `max` says.
+const MAX_POLL_PLAINTEXT: usize = 4 * MAX_RECORD_PLAINTEXT;
+
 /// Which end of the handshake a session plays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TlsRole {
@@ -219,6 +222,8 @@ pub struct TlsSession {
     limits: TlsLimits,
     /// Plaintext accepted by `write_plaintext`, not yet encrypted.
     pending_plaintext: BytesMut,
+    /// Reused buffer that `poll_plaintext` decrypts into.
+    scratch: BytesMut,
     /// State of the incoming (peer to us) direction.
     read_state: DirectionState,
     /// State of the outgoing (us to peer) direction.
@@ -423,13 +428,17 @@ impl TlsSession {
         n
     }
 
-    /// Like [`read_plaintext`](Self::read_plaintext), returning up to `max` bytes as `Bytes`,
-    /// or `None` when nothing is available now or the incoming direction is over.
+    /// Like [`read_plaintext`](Self::read_plaintext), returning up to `max` bytes (and at most
+    /// 64 KiB) as `Bytes`, or `None` when nothing is available now or the incoming direction
+    /// is over.
     pub fn poll_plaintext(&mut self, max: usize) -> Option<Bytes> {
-        if max == 0 {
+        if max == 0 || self.read_state == DirectionState::Ended {
             return None;
         }
-        let mut buf = BytesMut::zeroed(max.min(4 * MAX_RECORD_PLAINTEXT));
+        // Reuse one buffer: a poll that finds nothing costs no allocation.
+        let mut buf = mem::take(&mut self.scratch);
+        buf.clear();
+        buf.resize(max.min(MAX_POLL_PLAINTEXT), 0);
         let mut filled = 0;
         while filled < buf.len() {
             let n = self.read_plaintext(&mut buf[filled..]);
@@ -438,11 +447,10 @@ impl TlsSession {
             }
             filled += n;
         }
-        if filled == 0 {
-            return None;
-        }
         buf.truncate(filled);
-        Some(buf.freeze())
+        let plaintext = (filled > 0).then(|| buf.split().freeze());
+        self.scratch = buf;
+        plaintext
     }
 
     /// Takes the next event, if any.
@@ -533,6 +541,7 @@ impl TlsSession {
             transport,
             limits,
             pending_plaintext: BytesMut::new(),
+            scratch: BytesMut::new(),
             read_state: DirectionState::Open,
             write_state: WriteState::Open,
             events: VecDeque::new(),

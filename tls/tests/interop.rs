@@ -87,7 +87,10 @@ fn connect_when_ready(port: u16, child: &mut ChildGuard) -> TcpStream {
                 if let Some(status) = child.0.try_wait().unwrap() {
                     panic!("openssl exited early ({status}): {}", child.stderr());
                 }
-                assert!(start.elapsed() < DEADLINE, "s_server never listened: {error}");
+                assert!(
+                    start.elapsed() < DEADLINE,
+                    "s_server never listened: {error}"
+                );
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -181,7 +184,17 @@ impl SocketPump {
 }
 
 #[test]
-fn client_session_against_openssl_s_server() {
+fn client_session_against_openssl_s_server_tls13() {
+    client_session_against_openssl_s_server(&[]);
+}
+
+#[test]
+fn client_session_against_openssl_s_server_tls12() {
+    client_session_against_openssl_s_server(&["-tls1_2"]);
+}
+
+/// Handshake with SNI, a line each way, close_notify both ways; `extra` goes to s_server.
+fn client_session_against_openssl_s_server(extra: &[&str]) {
     let pki = pki();
     let dir = tempfile::tempdir().unwrap();
     // The default certificate is self-signed: a client that did not send SNI would get it
@@ -192,15 +205,27 @@ fn client_session_against_openssl_s_server() {
     let sni_key = write_file(dir.path(), "localhost.key", &pki.localhost.key_pem);
     let port = free_port();
     let accept = format!("127.0.0.1:{port}");
-    let mut server = spawn_openssl(
-        &[
-            "s_server", "-accept", &accept, "-naccept", "1", "-quiet", "-rev", "-cert",
-            &default_cert, "-key", &default_key, "-servername", "localhost", "-cert2", &sni_cert,
-            "-key2", &sni_key,
-        ],
-        Stdio::null(),
-        Stdio::null(),
-    );
+    let mut args = vec![
+        "s_server",
+        "-accept",
+        &accept,
+        "-naccept",
+        "1",
+        "-quiet",
+        "-rev",
+        "-cert",
+        &default_cert,
+        "-key",
+        &default_key,
+        "-servername",
+        "localhost",
+        "-cert2",
+        &sni_cert,
+        "-key2",
+        &sni_key,
+    ];
+    args.extend_from_slice(extra);
+    let mut server = spawn_openssl(&args, Stdio::null(), Stdio::null());
     let stream = connect_when_ready(port, &mut server);
 
     // (No ALPN here: s_server does not answer ALPN on its SNI-selected context. The server
@@ -216,7 +241,10 @@ fn client_session_against_openssl_s_server() {
     assert!(pump.failure().is_none(), "{:?}", pump.events);
     let info = pump.session.handshake_info().unwrap();
     let leaf = openssl::x509::X509::from_pem(&pki.localhost.cert_pem).unwrap();
-    assert_eq!(info.peer_certificate_der(), Some(&leaf.to_der().unwrap()[..]));
+    assert_eq!(
+        info.peer_certificate_der(),
+        Some(&leaf.to_der().unwrap()[..])
+    );
 
     // In -rev mode, a "CLOSE" line makes s_server send close_notify.
     pump.session.write_plaintext(b"CLOSE\n").unwrap();
@@ -269,8 +297,19 @@ fn server_session_against_openssl_s_client() {
     let connect = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
     let mut client = spawn_openssl(
         &[
-            "s_client", "-connect", &connect, "-servername", "localhost", "-verify_hostname",
-            "localhost", "-CAfile", &ca, "-verify_return_error", "-alpn", "weir/1", "-quiet",
+            "s_client",
+            "-connect",
+            &connect,
+            "-servername",
+            "localhost",
+            "-verify_hostname",
+            "localhost",
+            "-CAfile",
+            &ca,
+            "-verify_return_error",
+            "-alpn",
+            "weir/1",
+            "-quiet",
         ],
         Stdio::piped(),
         Stdio::piped(),

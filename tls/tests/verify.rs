@@ -54,7 +54,11 @@ fn client_failure(pair: &Pair) -> &TlsError {
 
 #[test]
 fn trusted_chain_and_matching_name_is_accepted() {
-    assert_accepted(handshake(client_trusting_ca(), "localhost", &pki().localhost));
+    assert_accepted(handshake(
+        client_trusting_ca(),
+        "localhost",
+        &pki().localhost,
+    ));
 }
 
 #[test]
