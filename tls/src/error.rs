@@ -20,7 +20,7 @@ use std::path::PathBuf;
 ///   the handshake finished), [`PeerAlert`] (the peer sent a fatal alert, e.g. because it
 ///   rejected *our* certificate), [`Protocol`] (a failure after the handshake), [`Truncated`]
 ///   (the transport ended in the middle of the handshake);
-/// - **the caller misused the API**: [`Closed`];
+/// - **the caller misused the API**: [`Closed`], [`InvalidServerName`];
 /// - **configuration could not be built**: [`Config`], [`ReadFile`].
 ///
 /// A transport end *after* the handshake is not an error but a
@@ -38,6 +38,7 @@ use std::path::PathBuf;
 /// [`Protocol`]: TlsError::Protocol
 /// [`Truncated`]: TlsError::Truncated
 /// [`Closed`]: TlsError::Closed
+/// [`InvalidServerName`]: TlsError::InvalidServerName
 /// [`Config`]: TlsError::Config
 /// [`ReadFile`]: TlsError::ReadFile
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +82,13 @@ pub enum TlsError {
     HostnameMismatch {
         /// OpenSSL's description of the failure.
         detail: String,
+    },
+    /// The server name given to [`TlsSession::client`](crate::TlsSession::client) is empty or
+    /// contains a NUL byte.
+    #[error("invalid server name {name:?}")]
+    InvalidServerName {
+        /// The name as given.
+        name: String,
     },
     /// The peer sent a fatal alert and ended the session, e.g. `unknown ca` or
     /// `bad certificate` when it rejected our certificate, or `handshake failure`.

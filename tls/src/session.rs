@@ -37,14 +37,12 @@ pub enum TlsRole {
 pub enum TlsEvent {
     /// The session failed and is over. Drain [`poll_ciphertext`](TlsSession::poll_ciphertext)
     /// once more: it may hold the alert that tells the peer why.
-    #[doc(alias = "VIOLost")]
     Failed(TlsError),
     /// The handshake finished; plaintext now flows both ways.
     HandshakeDone(HandshakeInfo),
     /// The peer sent close_notify: it will send no more data, and everything it sent has been
     /// read. This is a clean end of the incoming direction. We may still write; call
     /// [`close`](TlsSession::close) to send our own close_notify.
-    #[doc(alias = "VIOCompleted")]
     PeerClosed,
     /// The transport ended without close_notify, after the handshake. The data read so far is
     /// genuine, but the peer's stream may have been cut short by an attacker or a crash; do not
@@ -275,10 +273,16 @@ impl TlsSession {
     ///
     /// # Errors
     ///
-    /// [`TlsError::Handshake`] if OpenSSL cannot set the session up, e.g. for a `server_name`
-    /// it rejects.
+    /// [`TlsError::InvalidServerName`] if `server_name` is empty or contains a NUL byte;
+    /// [`TlsError::Handshake`] if OpenSSL cannot set the session up.
     #[doc(alias = "VTLSClient")]
     pub fn client(config: &TlsClientConfig, server_name: &str) -> Result<Self, TlsError> {
+        // Checked here because the openssl crate panics on a NUL in the name.
+        if server_name.is_empty() || server_name.contains('\0') {
+            return Err(TlsError::InvalidServerName {
+                name: server_name.to_string(),
+            });
+        }
         let transport = MemoryTransport::default();
         let started = config.connector.connect(server_name, transport.clone());
         Self::start(TlsRole::Client, config.limits, transport, started)
@@ -356,7 +360,6 @@ impl TlsSession {
     ///
     /// The incoming direction stays open: the peer's close_notify arrives as
     /// [`TlsEvent::PeerClosed`].
-    #[doc(alias = "close_io")]
     pub fn close(&mut self) {
         if self.write_state == WriteState::Open {
             self.write_state = WriteState::Closing;

@@ -228,3 +228,23 @@ fn bad_configuration_is_reported() {
         .build();
     assert!(matches!(result, Err(TlsError::Config { .. })), "{result:?}");
 }
+
+#[test]
+fn unusable_server_names_are_rejected_without_panic() {
+    let config = client_trusting_ca().build().unwrap();
+    for name in ["", "local\0host"] {
+        assert!(matches!(
+            TlsSession::client(&config, name),
+            Err(TlsError::InvalidServerName { .. })
+        ));
+    }
+    // An IP address is checked against the certificate's IP entries (ours has none).
+    let client = TlsSession::client(&config, "127.0.0.1").unwrap();
+    let server = TlsSession::server(&pki().localhost.server_config()).unwrap();
+    let mut pair = Pair::new(client, server);
+    pair.handshake();
+    assert!(matches!(
+        pair.client_side.failure(),
+        Some(TlsError::HostnameMismatch { .. })
+    ));
+}
