@@ -19,7 +19,7 @@ const MIN_LIMIT: usize = 4 * 1024;
 ///
 /// | buffer | default | what happens at the bound |
 /// |---|---|---|
-/// | incoming ciphertext | 64 KiB | `handle_ciphertext` accepts only [`ciphertext_capacity`] bytes |
+/// | incoming ciphertext | 64 KiB | `handle_ciphertext` takes only [`ciphertext_capacity`] bytes |
 /// | outgoing plaintext | 64 KiB | `write_plaintext` accepts only [`plaintext_capacity`] bytes |
 /// | outgoing ciphertext | 64 KiB | no more plaintext is encrypted until the caller drains it |
 ///

@@ -14,15 +14,15 @@
 //! # Data flow
 //!
 //! ```text
-//!               transport side                          application side
+//!        transport side                               application side
 //!
-//!  handle_ciphertext(&[u8]) ──▶ ┌───────────────────────┐ ──▶ poll_plaintext(max) / read_plaintext
-//!  handle_transport_end()  ──▶ │      TlsSession       │
-//!                              │  incoming ciphertext  │ ◀── write_plaintext(&[u8])
-//!  poll_ciphertext()       ◀── │  outgoing plaintext   │ ◀── close()
-//!                              │  outgoing ciphertext  │
-//!                              └───────────────────────┘ ──▶ poll_event(): HandshakeDone,
-//!                                                            PeerClosed, Truncated, Failed
+//!  handle_ciphertext(&[u8]) --> +---------------------+ --> poll_plaintext(max)
+//!  handle_transport_end()   --> |     TlsSession      |     read_plaintext(&mut [u8])
+//!                               | incoming ciphertext |
+//!  poll_ciphertext()        <-- | outgoing plaintext  | <-- write_plaintext(&[u8])
+//!                               | outgoing ciphertext | <-- close()
+//!                               +---------------------+ --> poll_event(): HandshakeDone,
+//!                                                           PeerClosed, Truncated, Failed
 //! ```
 //!
 //! Backpressure passes straight through: received ciphertext is decrypted only when the

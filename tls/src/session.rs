@@ -111,7 +111,8 @@ impl HandshakeInfo {
 /// | inputs | [`handle_ciphertext`], [`handle_transport_end`], [`write_plaintext`], [`close`] |
 /// | outputs | [`poll_ciphertext`], [`read_plaintext`] / [`poll_plaintext`], [`poll_event`] |
 /// | flow control | [`ciphertext_capacity`], [`plaintext_capacity`], [`wants_write`] |
-/// | state | [`is_handshaking`], [`is_read_closed`], [`is_write_closed`], [`is_finished`], [`handshake_info`], [`role`] |
+/// | state | [`is_handshaking`], [`is_read_closed`], [`is_write_closed`], [`is_finished`] |
+/// | facts | [`handshake_info`], [`role`], [`limits`](Self::limits) |
 ///
 /// # Order of calls
 ///

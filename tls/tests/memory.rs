@@ -343,3 +343,12 @@ fn default_client_config_uses_system_roots_and_rejects_test_ca() {
         Some(TlsError::UnknownIssuer { .. })
     ));
 }
+
+#[test]
+fn sessions_and_configs_are_send() {
+    fn assert_send<T: Send>() {}
+    assert_send::<TlsSession>();
+    assert_send::<TlsClientConfig>();
+    assert_send::<TlsServerConfig>();
+    assert_send::<TlsEvent>();
+}
