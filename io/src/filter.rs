@@ -124,7 +124,10 @@ impl<F> FilterInner<F> {
             let mut state = self.state.lock();
             if state.pending.is_empty() || remaining == 0 {
                 state.flushing = false;
-                let ending = if state.pending.is_empty() {
+                // Keep the ending until a downstream link exists to carry it: a filter that
+                // is ended upstream before anything is attached downstream still passes the
+                // end on once something attaches.
+                let ending = if state.pending.is_empty() && link.is_some() {
                     state.ending.take()
                 } else {
                     None

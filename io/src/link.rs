@@ -138,13 +138,15 @@ impl LinkSlot {
         std::mem::replace(&mut self.state.lock().ended, true)
     }
 
+}
+
+impl SlotState {
     /// Clears the slot if it holds `link`.
-    fn release(&self, link: &Link, ended: bool) {
-        let mut state = self.state.lock();
-        if state.link.as_deref().is_some_and(|l| std::ptr::eq(l, link)) {
-            state.link = None;
+    fn release(&mut self, link: &Link, ended: bool) {
+        if self.link.as_deref().is_some_and(|l| std::ptr::eq(l, link)) {
+            self.link = None;
         }
-        state.ended |= ended;
+        self.ended |= ended;
     }
 }
 
@@ -516,10 +518,13 @@ impl Link {
         true
     }
 
-    /// Clears both slots.
+    /// Clears both slots together, locked in the order [`attach`] uses (producer first), so
+    /// that an attach racing with this never sees one side free and the other still taken.
     fn release(&self, ended: bool) {
-        self.producer.producer_slot().release(self, ended);
-        self.consumer.consumer_slot().release(self, ended);
+        let mut p = self.producer.producer_slot().state.lock();
+        let mut c = self.consumer.consumer_slot().state.lock();
+        p.release(self, ended);
+        c.release(self, ended);
     }
 }
 
