@@ -472,7 +472,9 @@ impl Connection {
                     self.persist_backoff = (self.persist_backoff + 1).min(20);
                     self.persist_deadline = Some(now + self.persist_interval());
                 }
-                if now >= self.last_sent + self.config.keepalive_interval {
+                // An ack about to go out refreshes the NAT binding just as well, and we
+                // just heard from the peer.
+                if now >= self.last_sent + self.config.keepalive_interval && !self.ack_pending {
                     self.ping_pending = true;
                 }
             }
@@ -730,8 +732,15 @@ impl Connection {
                 }
             }
             _ if self.peer_hello.map(|h| h.nonce) == Some(hello.nonce) => {
+                // The peer is still handshaking. If it lacks our nonce it needs our HELLO;
+                // otherwise any keyed packet proves we are established. Answering a
+                // retransmitted HELLO with a pure ack (never with a HELLO) cannot loop.
                 if matches!(self.state, State::Established | State::Closed) {
-                    self.hello_pending = true;
+                    if hello.echo == self.local_nonce {
+                        self.ack_pending = true;
+                    } else {
+                        self.hello_pending = true;
+                    }
                 }
             }
             _ => self.stats.dropped.stale_handshake += 1,
@@ -820,7 +829,7 @@ impl Connection {
             if seg.state != SegmentState::Sacked {
                 *newly += seg.data.len() as u64;
             }
-            if newest.map_or(true, |(order, _, _)| seg.order > order) {
+            if !matches!(newest, Some((order, _, _)) if order >= seg.order) {
                 newest = Some((seg.order, seg.sent_at, seg.retransmitted));
             }
         };
@@ -1023,9 +1032,7 @@ impl Connection {
         if let Some((offset, len)) = lost {
             if room(len) {
                 let order = self.take_send_order();
-                let Some(seg) = self.segments.get_mut(&offset) else {
-                    return None;
-                };
+                let seg = self.segments.get_mut(&offset)?;
                 seg.state = SegmentState::InFlight;
                 seg.retransmitted = true;
                 seg.sent_at = now;
