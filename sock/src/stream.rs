@@ -1,0 +1,1020 @@
+//! [`StreamAgent`]: a non-blocking byte stream bridged to chains, with credit both ways.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::{self, IoSlice};
+use std::os::fd::BorrowedFd;
+use std::sync::{Arc, Weak};
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use weir_io::{
+    ByteConsumer, ByteIoPair, ByteProducer, ControlReply, Credit, Ending, HalfClosePolicy,
+    IoControl, Link, LinkSlot, Peer,
+};
+use weir_reactor::{ByteHandle, CloseReason, Direction, Interest, Reactor, Token};
+
+/// Bytes read per readiness call before the agent lets the reactor serve others.
+const READ_BUDGET: usize = 256 * 1024;
+/// Most buffers handed to one vectored write.
+const MAX_IOVECS: usize = 64;
+
+/// A non-blocking byte stream that a [`StreamAgent`] reads and writes: a socket, or the two
+/// ends of a pipe pair.
+///
+/// Every method must return `WouldBlock` rather than block.
+pub trait StreamIo: Send + Sync + 'static {
+    /// Reads into `buf`; `Ok(0)` is end of file.
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// Writes from `bufs`, in order; never raises `SIGPIPE`.
+    fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+
+    /// The descriptors to watch.
+    fn descriptors(&self) -> Descriptors<'_>;
+
+    /// Stops one direction (`Input` or `Output`) for good: a socket shuts it down, a pipe
+    /// closes that end. The agent has deregistered that direction's descriptor before.
+    fn shutdown(&self, direction: Direction) -> io::Result<()>;
+
+    /// A pending error on the descriptor (for a socket, `SO_ERROR`).
+    fn take_error(&self) -> io::Result<Option<io::Error>> {
+        Ok(None)
+    }
+
+    /// The far end, as far as it is known.
+    fn peer(&self) -> Peer;
+}
+
+/// Which descriptors a [`StreamIo`] reads and writes.
+#[derive(Clone, Copy, Debug)]
+pub enum Descriptors<'a> {
+    /// One descriptor for both directions (a socket).
+    Shared(BorrowedFd<'a>),
+    /// One descriptor per direction (a pipe pair); either may be missing.
+    Split {
+        /// Read from this one.
+        input: Option<BorrowedFd<'a>>,
+        /// Write to this one.
+        output: Option<BorrowedFd<'a>>,
+    },
+}
+
+/// How a [`StreamAgent`] buffers and closes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AgentConfig {
+    /// Most bytes read by one read call (Versile `max_read`). Default 16 KiB.
+    pub max_read: usize,
+    /// Size of the write buffer: the credit granted to the producer that feeds the stream is
+    /// what this buffer can still take (Versile `wbuf_len`). Default 64 KiB.
+    pub write_buffer: usize,
+    /// Which directions may close on their own. Default [`HalfClosePolicy::HALF_CLOSE`].
+    pub half_close: HalfClosePolicy,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            max_read: 16 * 1024,
+            write_buffer: 64 * 1024,
+            half_close: HalfClosePolicy::HALF_CLOSE,
+        }
+    }
+}
+
+impl AgentConfig {
+    /// This configuration with `max_read`.
+    #[must_use]
+    pub fn with_max_read(mut self, max_read: usize) -> Self {
+        self.max_read = max_read.max(1);
+        self
+    }
+
+    /// This configuration with a write buffer of `write_buffer` bytes.
+    #[must_use]
+    pub fn with_write_buffer(mut self, write_buffer: usize) -> Self {
+        self.write_buffer = write_buffer.max(1);
+        self
+    }
+
+    /// This configuration with a half-close policy.
+    #[must_use]
+    pub fn with_half_close(mut self, half_close: HalfClosePolicy) -> Self {
+        self.half_close = half_close;
+        self
+    }
+}
+
+/// How a [`StreamAgent`] ended, given to its close callback.
+#[derive(Clone, Debug)]
+pub struct CloseInfo {
+    /// How the input direction ended.
+    pub input: Ending,
+    /// How the output direction ended.
+    pub output: Ending,
+    /// The first I/O error seen, if any.
+    pub error: Option<Arc<io::Error>>,
+}
+
+/// The bridge between a non-blocking stream and two chains: what it reads goes down the
+/// chain attached to its producer, what its consumer receives it writes.
+///
+/// Versile `VClientSocketAgent` (and `VPipeAgent`, which is the same agent over two pipe
+/// ends).
+///
+/// ```text
+///                 ┌──────────── StreamAgent ────────────┐
+///  socket / pipe ─┤ read ≤ credit ──▶ producer ─────────┼──▶ downstream consumer
+///                 │ write ◀── buffer ◀── consumer ◀─────┼─── upstream producer
+///                 └─────── credit = free buffer space ──┘
+/// ```
+///
+/// # Flow control
+///
+/// - It reads only while its downstream consumer has credit left, at most that much, so a
+///   slow consumer leaves data in the kernel and the remote sender is slowed by TCP (or the
+///   pipe) itself: memory stays bounded.
+/// - It grants its upstream producer credit for the free space of its write buffer
+///   ([`AgentConfig::write_buffer`]), so the producer never outruns the socket.
+///
+/// # Ends and closes
+///
+/// - End of file from the peer ends the downstream chain [`Ending::Completed`]; a read error
+///   ends it [`Ending::Lost`].
+/// - When the upstream chain ends, the agent writes what it holds, then shuts down writing
+///   (with half-close allowed) while reading goes on, or closes the whole stream.
+/// - When the downstream consumer aborts, input is shut down; when the upstream producer
+///   aborts, output is.
+/// - Once both directions are closed the descriptors are deregistered and closed, and the
+///   close callback runs, exactly once.
+///
+/// # Control messages
+///
+/// When connected it sends [`IoControl::Connected`] downstream, also to a consumer that
+/// attaches later and in answer to [`IoControl::ReqProducerState`].
+///
+/// # Threading
+///
+/// `StreamAgent` is `Send + Sync + Clone`; its methods work from any thread. All I/O happens
+/// on the reactor thread.
+#[doc(alias = "VClientSocketAgent")]
+#[doc(alias = "VClientSocket")]
+#[doc(alias = "VPipeAgent")]
+#[derive(Clone)]
+pub struct StreamAgent {
+    /// Shared with the facades and the reactor handles.
+    pub(crate) inner: Arc<AgentInner>,
+}
+
+/// The agent's shared state.
+pub(crate) struct AgentInner {
+    /// The reactor all I/O runs on.
+    pub(crate) reactor: Reactor,
+    /// This agent, for calls it queues and handles it registers.
+    me: Weak<AgentInner>,
+    /// Buffer sizes and policy.
+    config: AgentConfig,
+    /// The stream; `None` before connect and after close.
+    io: Mutex<Option<Arc<dyn StreamIo>>>,
+    /// Link to the consumer of what we read.
+    producer_slot: LinkSlot,
+    /// Link to the producer of what we write.
+    consumer_slot: LinkSlot,
+    /// Everything else.
+    state: Mutex<AgentState>,
+}
+
+/// Where the agent is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Waiting for a connect to finish.
+    Connecting,
+    /// Carrying data.
+    Connected,
+    /// Both directions closed, descriptors released.
+    Closed,
+}
+
+/// The reactor registrations of the agent.
+#[derive(Clone, Copy, Debug, Default)]
+struct Tokens {
+    /// The registration of a shared descriptor, or of the input one.
+    input: Option<Token>,
+    /// The registration of the output descriptor when it is a separate one.
+    output: Option<Token>,
+    /// Whether `input` covers both directions.
+    shared: bool,
+}
+
+/// Mutable part of an agent.
+struct AgentState {
+    /// Life stage.
+    phase: Phase,
+    /// Registrations.
+    tokens: Tokens,
+    /// Interest currently registered for reading and writing.
+    interest: Interest,
+    /// How input ended, once it has.
+    input_closed: Option<Ending>,
+    /// How output ended, once it has.
+    output_closed: Option<Ending>,
+    /// Bytes waiting to be written.
+    wbuf: VecDeque<Bytes>,
+    /// Total bytes in `wbuf`.
+    buffered: usize,
+    /// The upstream ended: close output with this once `wbuf` drains.
+    end_after_drain: Option<Ending>,
+    /// The far end, once connected.
+    peer: Option<Peer>,
+    /// First I/O error.
+    error: Option<Arc<io::Error>>,
+    /// Called once when both directions are closed.
+    on_close: Option<Box<dyn FnOnce(CloseInfo) + Send>>,
+    /// Reused read buffer.
+    rbuf: BytesMut,
+    /// What to do when a connect attempt finishes.
+    connect_hook: Option<Box<dyn ConnectHook>>,
+}
+
+/// Decides what follows a connect attempt (the socket connect driver implements it).
+pub(crate) trait ConnectHook: Send {
+    /// The attempt succeeded.
+    fn succeeded(self: Box<Self>, agent: &AgentInner);
+    /// The attempt failed with `err`.
+    fn failed(self: Box<Self>, agent: &AgentInner, err: io::Error);
+}
+
+/// The agent's producer side.
+struct AgentProducer(Arc<AgentInner>);
+/// The agent's consumer side.
+struct AgentConsumer(Arc<AgentInner>);
+/// Reactor handle for a shared descriptor or the input one.
+struct InputHandle(Weak<AgentInner>);
+/// Reactor handle for a separate output descriptor.
+struct OutputHandle(Weak<AgentInner>);
+
+impl StreamAgent {
+    /// An agent for a connected, non-blocking stream, registered with `reactor` at once.
+    ///
+    /// # Errors
+    ///
+    /// The reactor refused a descriptor (e.g. it has stopped).
+    pub fn new(
+        reactor: &Reactor,
+        io: impl StreamIo,
+        config: AgentConfig,
+    ) -> Result<StreamAgent, weir_reactor::ReactorError> {
+        let agent = StreamAgent::unconnected(reactor, config);
+        agent.inner.install(Arc::new(io), true)?;
+        Ok(agent)
+    }
+
+    /// An agent without a stream yet, in the connecting phase.
+    pub(crate) fn unconnected(reactor: &Reactor, config: AgentConfig) -> StreamAgent {
+        let inner = Arc::new_cyclic(|me| AgentInner {
+            reactor: reactor.clone(),
+            me: me.clone(),
+            config,
+            io: Mutex::new(None),
+            producer_slot: LinkSlot::new(),
+            consumer_slot: LinkSlot::new(),
+            state: Mutex::new(AgentState {
+                phase: Phase::Connecting,
+                tokens: Tokens::default(),
+                interest: Interest::NONE,
+                input_closed: None,
+                output_closed: None,
+                wbuf: VecDeque::new(),
+                buffered: 0,
+                end_after_drain: None,
+                peer: None,
+                error: None,
+                on_close: None,
+                rbuf: BytesMut::new(),
+                connect_hook: None,
+            }),
+        });
+        StreamAgent { inner }
+    }
+
+    /// The agent's consumer (bytes to write) and producer (bytes read), to attach chains.
+    pub fn io_pair(&self) -> ByteIoPair {
+        ByteIoPair::new(
+            Arc::new(AgentConsumer(self.inner.clone())),
+            Arc::new(AgentProducer(self.inner.clone())),
+        )
+    }
+
+    /// Calls `f` once, on the reactor thread, when both directions have closed. If that has
+    /// happened already, `f` runs right away (on the reactor thread).
+    #[doc(alias = "close_cback")]
+    pub fn set_close_callback(&self, f: impl FnOnce(CloseInfo) + Send + 'static) {
+        let mut state = self.inner.state.lock();
+        if state.phase == Phase::Closed {
+            let info = state.close_info();
+            drop(state);
+            self.inner.reactor.execute(move || f(info));
+        } else {
+            state.on_close = Some(Box::new(f));
+        }
+    }
+
+    /// Closes both directions (any thread): the downstream chain ends with `ending`.
+    #[doc(alias = "close_io")]
+    pub fn close(&self, ending: Ending) {
+        let inner = self.inner.clone();
+        self.inner.reactor.execute(move || inner.close_all(ending));
+    }
+
+    /// The far end, once connected.
+    pub fn peer(&self) -> Option<Peer> {
+        self.inner.state.lock().peer.clone()
+    }
+
+    /// Whether the stream is connected and not yet fully closed.
+    pub fn is_connected(&self) -> bool {
+        self.inner.state.lock().phase == Phase::Connected
+    }
+
+    /// Whether both directions have closed.
+    pub fn is_closed(&self) -> bool {
+        self.inner.state.lock().phase == Phase::Closed
+    }
+
+    /// Bytes waiting in the write buffer.
+    pub fn buffered(&self) -> usize {
+        self.inner.state.lock().buffered
+    }
+
+    /// The first I/O error the agent saw.
+    pub fn error(&self) -> Option<Arc<io::Error>> {
+        self.inner.state.lock().error.clone()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> AgentConfig {
+        self.inner.config
+    }
+}
+
+impl fmt::Debug for StreamAgent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.inner.state.lock();
+        f.debug_struct("StreamAgent")
+            .field("phase", &state.phase)
+            .field("peer", &state.peer)
+            .field("buffered", &state.buffered)
+            .field("input_closed", &state.input_closed)
+            .field("output_closed", &state.output_closed)
+            .finish()
+    }
+}
+
+impl AgentState {
+    /// What the close callback is told.
+    fn close_info(&self) -> CloseInfo {
+        CloseInfo {
+            input: self.input_closed.unwrap_or(Ending::Lost),
+            output: self.output_closed.unwrap_or(Ending::Lost),
+            error: self.error.clone(),
+        }
+    }
+}
+
+impl AgentInner {
+    /// Installs a stream and registers its descriptors; `connected` says whether the stream
+    /// is already connected (else the agent waits for writability, then checks the error).
+    pub(crate) fn install(
+        &self,
+        io: Arc<dyn StreamIo>,
+        connected: bool,
+    ) -> Result<(), weir_reactor::ReactorError> {
+        let me = self
+            .me
+            .upgrade()
+            .ok_or(weir_reactor::ReactorError::Stopped)?;
+        let tokens = match io.descriptors() {
+            Descriptors::Shared(fd) => {
+                let interest = if connected {
+                    Interest::NONE
+                } else {
+                    Interest::WRITE
+                };
+                let token =
+                    self.reactor
+                        .register(fd, interest, Arc::new(InputHandle(self.me.clone())))?;
+                self.state.lock().interest = interest;
+                Tokens {
+                    input: Some(token),
+                    output: None,
+                    shared: true,
+                }
+            }
+            Descriptors::Split { input, output } => {
+                let input = input
+                    .map(|fd| {
+                        let handle = Arc::new(InputHandle(self.me.clone()));
+                        self.reactor.register(fd, Interest::NONE, handle)
+                    })
+                    .transpose()?;
+                let output = match output {
+                    Some(fd) => {
+                        let handle = Arc::new(OutputHandle(self.me.clone()));
+                        match self.reactor.register(fd, Interest::NONE, handle) {
+                            Ok(token) => Some(token),
+                            Err(err) => {
+                                if let Some(token) = input {
+                                    self.reactor.deregister(token);
+                                }
+                                return Err(err);
+                            }
+                        }
+                    }
+                    None => None,
+                };
+                Tokens {
+                    input,
+                    output,
+                    shared: false,
+                }
+            }
+        };
+        let missing_input = !tokens.shared && tokens.input.is_none();
+        let missing_output = !tokens.shared && tokens.output.is_none();
+        *self.io.lock() = Some(io);
+        self.state.lock().tokens = tokens;
+        if connected {
+            self.reactor.execute(move || {
+                me.connected();
+                if missing_input {
+                    me.close_input(Ending::Completed);
+                }
+                if missing_output {
+                    me.close_output(Ending::Completed);
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Drops a stream whose connect failed, keeping the agent for another attempt.
+    pub(crate) fn uninstall(&self) {
+        let tokens = std::mem::take(&mut self.state.lock().tokens);
+        for token in [tokens.input, tokens.output].into_iter().flatten() {
+            self.reactor.deregister(token);
+        }
+        self.state.lock().interest = Interest::NONE;
+        self.io.lock().take();
+    }
+
+    /// The agent's phase.
+    pub(crate) fn phase(&self) -> Phase {
+        self.state.lock().phase
+    }
+
+    /// The stream, if installed and open.
+    fn io(&self) -> Option<Arc<dyn StreamIo>> {
+        self.io.lock().clone()
+    }
+
+    /// The connect finished (or the stream came connected): start serving.
+    pub(crate) fn connected(&self) {
+        let peer = match self.io() {
+            Some(io) => io.peer(),
+            None => return,
+        };
+        {
+            let mut state = self.state.lock();
+            if state.phase != Phase::Connecting {
+                return;
+            }
+            state.phase = Phase::Connected;
+            state.peer = Some(peer);
+        }
+        self.announce();
+        self.flush(true);
+        self.update_interest();
+    }
+
+    /// Sends `Connected` to the downstream consumer if connected, from the reactor queue.
+    fn announce(&self) {
+        let Some(me) = self.me.upgrade() else { return };
+        self.reactor.call(move || {
+            let peer = me.state.lock().peer.clone();
+            if let (Some(peer), Some(link)) = (peer, me.producer_slot.link()) {
+                link.control_downstream(&IoControl::Connected(peer));
+            }
+        });
+    }
+
+    /// Records the first error.
+    pub(crate) fn record_error(&self, err: io::Error) {
+        let mut state = self.state.lock();
+        if state.error.is_none() {
+            tracing::debug!(%err, "stream error");
+            state.error = Some(Arc::new(err));
+        }
+    }
+
+    /// Makes the registered interest match what the agent wants now.
+    fn update_interest(&self) {
+        let read_credit = self.producer_slot.link().is_some_and(|l| l.remaining() > 0);
+        let mut state = self.state.lock();
+        let want = match state.phase {
+            Phase::Connecting => Interest::WRITE,
+            Phase::Connected => Interest {
+                read: state.input_closed.is_none() && read_credit,
+                write: state.output_closed.is_none() && state.buffered > 0,
+            },
+            Phase::Closed => return,
+        };
+        if want == state.interest {
+            return;
+        }
+        state.interest = want;
+        let tokens = state.tokens;
+        drop(state);
+        let result = if tokens.shared {
+            tokens.input.map(|t| self.reactor.set_interest(t, want))
+        } else {
+            let input = tokens
+                .input
+                .map(|t| self.reactor.set_interest(t, want.with_write(false)));
+            let output = tokens
+                .output
+                .map(|t| self.reactor.set_interest(t, want.with_read(false)));
+            input.into_iter().chain(output).find(Result::is_err)
+        };
+        if let Some(Err(err)) = result {
+            tracing::debug!(%err, "interest update failed");
+        }
+    }
+
+    /// Reads while there is credit, data and budget; delivers downstream.
+    fn read_ready(&self) {
+        let Some(io) = self.io() else { return };
+        let Some(link) = self.producer_slot.link() else {
+            self.update_interest();
+            return;
+        };
+        let mut total = 0;
+        while total < READ_BUDGET {
+            let remaining = link.remaining();
+            if remaining == 0 {
+                break;
+            }
+            let want = usize::try_from(remaining)
+                .unwrap_or(usize::MAX)
+                .min(self.config.max_read);
+            let mut buf = std::mem::take(&mut self.state.lock().rbuf);
+            if buf.capacity() < want {
+                buf.reserve(want.max(64 * 1024));
+            }
+            buf.resize(want, 0);
+            let result = io.read(&mut buf);
+            let chunk = match result {
+                Ok(0) => {
+                    self.close_input(Ending::Completed);
+                    return;
+                }
+                Ok(n) => {
+                    buf.truncate(n);
+                    let chunk = buf.split().freeze();
+                    self.state.lock().rbuf = buf;
+                    chunk
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    buf.clear();
+                    self.state.lock().rbuf = buf;
+                    break;
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => {
+                    self.record_error(err);
+                    self.close_input(Ending::Lost);
+                    return;
+                }
+            };
+            total += chunk.len();
+            if link.deliver(chunk).is_err() {
+                break;
+            }
+        }
+        self.update_interest();
+    }
+
+    /// Writes what the buffer holds until it is empty or the stream would block. With
+    /// `grant`, tells the upstream producer about the freed space.
+    fn flush(&self, grant: bool) {
+        let Some(io) = self.io() else { return };
+        let mut freed = false;
+        loop {
+            let result = {
+                let state = self.state.lock();
+                if state.buffered == 0 || state.phase != Phase::Connected {
+                    break;
+                }
+                let slices: Vec<IoSlice<'_>> = state
+                    .wbuf
+                    .iter()
+                    .take(MAX_IOVECS)
+                    .map(|b| IoSlice::new(b))
+                    .collect();
+                io.write_vectored(&slices)
+            };
+            match result {
+                Ok(n) => {
+                    self.state.lock().advance(n);
+                    freed = true;
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => {
+                    self.record_error(err);
+                    self.close_output(Ending::Lost);
+                    return;
+                }
+            }
+        }
+        let end = {
+            let mut state = self.state.lock();
+            if state.buffered == 0 {
+                state.end_after_drain.take()
+            } else {
+                None
+            }
+        };
+        if let Some(ending) = end {
+            self.close_output(ending);
+            return;
+        }
+        if grant && freed {
+            if let Some(link) = self.consumer_slot.link() {
+                link.grant(self.write_credit(&link));
+            }
+        }
+        self.update_interest();
+    }
+
+    /// Credit for the upstream producer: the free space of the write buffer.
+    fn write_credit(&self, link: &Link) -> Credit {
+        let buffered = self.state.lock().buffered;
+        link.window(self.config.write_buffer.saturating_sub(buffered) as u64)
+    }
+
+    /// Closes the input direction (end of file, read error, or the consumer's abort).
+    pub(crate) fn close_input(&self, ending: Ending) {
+        let escalate = {
+            let state = self.state.lock();
+            if state.input_closed.is_some() || state.phase == Phase::Closed {
+                return;
+            }
+            !self.config.half_close.input
+                || state.output_closed.is_some()
+                || state.phase != Phase::Connected
+        };
+        if escalate {
+            self.close_all(ending);
+            return;
+        }
+        let token = {
+            let mut state = self.state.lock();
+            state.input_closed = Some(ending);
+            (!state.tokens.shared)
+                .then(|| state.tokens.input.take())
+                .flatten()
+        };
+        if let Some(token) = token {
+            self.reactor.deregister(token);
+        }
+        if let Some(io) = self.io() {
+            if let Err(err) = io.shutdown(Direction::Input) {
+                tracing::debug!(%err, "shutdown of input failed");
+            }
+        }
+        self.end_downstream(ending);
+        self.update_interest();
+    }
+
+    /// Closes the output direction (upstream ended, write error, or the producer's abort).
+    pub(crate) fn close_output(&self, ending: Ending) {
+        let escalate = {
+            let state = self.state.lock();
+            if state.output_closed.is_some() || state.phase == Phase::Closed {
+                return;
+            }
+            !self.config.half_close.output
+                || state.input_closed.is_some()
+                || state.phase != Phase::Connected
+        };
+        if escalate {
+            self.close_all(ending);
+            return;
+        }
+        let token = {
+            let mut state = self.state.lock();
+            state.output_closed = Some(ending);
+            state.wbuf.clear();
+            state.buffered = 0;
+            (!state.tokens.shared)
+                .then(|| state.tokens.output.take())
+                .flatten()
+        };
+        if let Some(token) = token {
+            self.reactor.deregister(token);
+        }
+        if let Some(io) = self.io() {
+            if let Err(err) = io.shutdown(Direction::Output) {
+                tracing::debug!(%err, "shutdown of output failed");
+            }
+        }
+        self.abort_upstream();
+        self.update_interest();
+    }
+
+    /// Closes both directions, releases the descriptors and runs the close callback.
+    pub(crate) fn close_all(&self, ending: Ending) {
+        let (tokens, callback, info) = {
+            let mut state = self.state.lock();
+            if state.phase == Phase::Closed {
+                return;
+            }
+            state.phase = Phase::Closed;
+            state.input_closed.get_or_insert(ending);
+            state.output_closed.get_or_insert(ending);
+            state.wbuf.clear();
+            state.buffered = 0;
+            state.rbuf = BytesMut::new();
+            let tokens = std::mem::take(&mut state.tokens);
+            (tokens, state.on_close.take(), state.close_info())
+        };
+        for token in [tokens.input, tokens.output].into_iter().flatten() {
+            self.reactor.deregister(token);
+        }
+        // Dropping the stream closes the descriptors, after they left the poller.
+        self.io.lock().take();
+        self.end_downstream(info.input);
+        self.abort_upstream();
+        if let Some(callback) = callback {
+            callback(info);
+        }
+    }
+
+    /// Ends the downstream chain, once.
+    fn end_downstream(&self, ending: Ending) {
+        self.producer_slot.mark_ended();
+        if let Some(link) = self.producer_slot.link() {
+            link.end(ending);
+            // `end` does nothing on a link still attaching: abort it instead.
+            link.abort();
+        }
+    }
+
+    /// Aborts the upstream chain: no more bytes can be written.
+    fn abort_upstream(&self) {
+        self.consumer_slot.mark_ended();
+        if let Some(link) = self.consumer_slot.link() {
+            link.abort();
+        }
+    }
+
+    /// Handles a reactor close of one registration.
+    fn reactor_closed(&self, input_side: bool, direction: Direction, reason: CloseReason) {
+        let shared = {
+            let mut state = self.state.lock();
+            if direction == Direction::Both {
+                // The reactor has removed this registration already.
+                if input_side {
+                    state.tokens.input = None;
+                } else {
+                    state.tokens.output = None;
+                }
+            }
+            state.tokens.shared
+        };
+        match (reason, direction) {
+            (CloseReason::HangUp, _) if !input_side || shared => {
+                // The peer is gone: nothing more can be written. Input drains until EOF.
+                self.record_error(io::Error::from(io::ErrorKind::BrokenPipe));
+                let output_open = self.state.lock().output_closed.is_none();
+                if output_open && self.phase() == Phase::Connected {
+                    self.close_output(Ending::Lost);
+                }
+            }
+            (CloseReason::HangUp, _) => {}
+            (CloseReason::Error, _) if self.phase() == Phase::Connecting => {
+                self.connect_ready();
+            }
+            _ => {
+                match self.io().map(|io| io.take_error()) {
+                    Some(Ok(Some(err))) => self.record_error(err),
+                    _ => self.record_error(io::Error::other(reason.to_string())),
+                }
+                if shared {
+                    self.close_all(Ending::Lost);
+                } else if input_side {
+                    self.close_input(Ending::Lost);
+                } else {
+                    self.close_output(Ending::Lost);
+                }
+            }
+        }
+    }
+
+    /// The descriptor became writable while connecting: check how the connect went.
+    fn connect_ready(&self) {
+        let Some(io) = self.io() else { return };
+        let outcome = match io.take_error() {
+            Ok(None) => Ok(()),
+            Ok(Some(err)) | Err(err) => Err(err),
+        };
+        let hook = self.state.lock().connect_hook.take();
+        match (outcome, hook) {
+            (Ok(()), Some(hook)) => hook.succeeded(self),
+            (Ok(()), None) => self.connected(),
+            (Err(err), Some(hook)) => hook.failed(self, err),
+            (Err(err), None) => {
+                self.record_error(err);
+                self.close_all(Ending::Lost);
+            }
+        }
+    }
+
+    /// Sets what follows the connect attempt in progress.
+    pub(crate) fn set_connect_hook(&self, hook: Box<dyn ConnectHook>) {
+        self.state.lock().connect_hook = Some(hook);
+    }
+
+    /// Drops the pending connect hook (the connect timed out).
+    pub(crate) fn state_take_hook(&self) -> Option<Box<dyn ConnectHook>> {
+        self.state.lock().connect_hook.take()
+    }
+
+    /// The peer, once connected.
+    pub(crate) fn peer_now(&self) -> Option<Peer> {
+        self.state.lock().peer.clone()
+    }
+
+    /// The link to the downstream consumer, for the connect driver.
+    pub(crate) fn downstream(&self) -> Option<Arc<Link>> {
+        self.producer_slot.link()
+    }
+}
+
+impl AgentState {
+    /// Drops `n` written bytes from the front of the write buffer.
+    fn advance(&mut self, mut n: usize) {
+        self.buffered -= n;
+        while n > 0 {
+            let Some(front) = self.wbuf.front_mut() else {
+                break;
+            };
+            if front.len() <= n {
+                n -= front.len();
+                self.wbuf.pop_front();
+            } else {
+                let _ = front.split_to(n);
+                n = 0;
+            }
+        }
+    }
+}
+
+impl ByteHandle for InputHandle {
+    fn on_readable(&self) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.read_ready();
+        }
+    }
+
+    fn on_writable(&self) {
+        if let Some(inner) = self.0.upgrade() {
+            if inner.phase() == Phase::Connecting {
+                inner.connect_ready();
+            } else {
+                inner.flush(true);
+            }
+        }
+    }
+
+    fn on_close(&self, direction: Direction, reason: CloseReason) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.reactor_closed(true, direction, reason);
+        }
+    }
+}
+
+impl ByteHandle for OutputHandle {
+    fn on_writable(&self) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.flush(true);
+        }
+    }
+
+    fn on_close(&self, direction: Direction, reason: CloseReason) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.reactor_closed(false, direction, reason);
+        }
+    }
+}
+
+impl ByteProducer for AgentProducer {
+    fn reactor(&self) -> &Reactor {
+        &self.0.reactor
+    }
+
+    fn producer_slot(&self) -> &LinkSlot {
+        &self.0.producer_slot
+    }
+
+    fn on_credit(&self, _link: &Arc<Link>) {
+        self.0.update_interest();
+    }
+
+    fn on_attached(&self, _link: &Arc<Link>) {
+        if self.0.phase() == Phase::Connected {
+            self.0.announce();
+        }
+        let closed = self.0.state.lock().input_closed;
+        if let Some(ending) = closed {
+            self.0.end_downstream(ending);
+        }
+    }
+
+    fn on_detached(&self) {
+        self.0.update_interest();
+    }
+
+    fn on_abort(&self) {
+        // The consumer of what we read gave up: stop reading.
+        self.0.close_input(Ending::Completed);
+    }
+
+    fn on_control(&self, message: &IoControl) -> ControlReply {
+        match message {
+            IoControl::ReqProducerState => {
+                self.0.announce();
+                ControlReply::Handled
+            }
+            _ => ControlReply::Unsupported,
+        }
+    }
+}
+
+impl ByteConsumer for AgentConsumer {
+    fn reactor(&self) -> &Reactor {
+        &self.0.reactor
+    }
+
+    fn consumer_slot(&self) -> &LinkSlot {
+        &self.0.consumer_slot
+    }
+
+    fn on_attached(&self, link: &Arc<Link>) -> Credit {
+        let closed = self.0.state.lock().output_closed.is_some();
+        if closed {
+            link.abort();
+            return Credit::ZERO;
+        }
+        self.0.write_credit(link)
+    }
+
+    fn consume(&self, link: &Arc<Link>, data: Bytes) -> Credit {
+        let write_now = {
+            let mut state = self.0.state.lock();
+            if state.output_closed.is_some() || state.phase == Phase::Closed {
+                return link.credit();
+            }
+            let was_empty = state.buffered == 0;
+            state.buffered += data.len();
+            state.wbuf.push_back(data);
+            was_empty && state.phase == Phase::Connected
+        };
+        if write_now {
+            // Write at once: most writes finish here and never wait for the poller.
+            self.0.flush(false);
+        }
+        self.0.write_credit(link)
+    }
+
+    fn on_end(&self, _link: &Arc<Link>, ending: Ending) {
+        let drained = {
+            let mut state = self.0.state.lock();
+            if state.buffered == 0 {
+                true
+            } else {
+                state.end_after_drain = Some(ending);
+                false
+            }
+        };
+        if drained {
+            self.0.close_output(ending);
+        }
+    }
+
+    fn on_abort(&self) {
+        // The producer of what we write gave up: finish with what was written.
+        self.0.close_output(Ending::Completed);
+    }
+}
