@@ -8,6 +8,7 @@ mod config;
 mod connection;
 mod crypto;
 mod error;
+pub mod fuzzing;
 pub mod packet;
 mod recovery;
 pub mod sim;
