@@ -1,6 +1,6 @@
 //! The VUT/1 wire format: parsing and encoding of HELLO, SEGMENT and RESET packets.
 //!
-//! Parsing never allocates and never checks the tag; [`crate::crypto`] does that on the
+//! Parsing never allocates and never checks the tag; the connection does that on the
 //! byte range [`Parsed::authenticated`] names. See `PROTOCOL.md` section 3 for the layout.
 
 use std::fmt;
