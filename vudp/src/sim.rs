@@ -260,6 +260,10 @@ impl Sim {
         SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 2002));
 
     /// A run with default [`Config`]s and matching secrets.
+    ///
+    /// # Panics
+    ///
+    /// The `with_*` constructors panic if a [`Config`] is invalid.
     pub fn new(seed: u64, link: LinkConfig) -> Self {
         Self::with_configs(seed, link, Config::default(), Config::default())
     }
@@ -302,6 +306,7 @@ impl Sim {
             rng.seed32(),
             now,
         );
+        // A test harness: an invalid configuration is the caller's bug, so say so loudly.
         let (Ok(client_conn), Ok(server_conn)) = (client_conn, server_conn) else {
             panic!("sim: invalid config");
         };
