@@ -43,6 +43,11 @@ pub struct Config {
     /// Fail when nothing authentic arrived for this long. Default 60 s; must exceed
     /// `keepalive_interval`.
     pub idle_timeout: Duration,
+    /// After a clean close, keep answering retransmitted FINs until nothing has arrived for
+    /// this long (like TCP's TIME_WAIT), so that the peer's close completes even when our
+    /// last acks are lost. [`Event::Closed`](crate::Event::Closed) is reported at the start
+    /// of it; only [`is_drained`](crate::Connection::is_drained) waits. Default 30 s.
+    pub close_linger: Duration,
 }
 
 impl Default for Config {
@@ -57,6 +62,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(60),
+            close_linger: Duration::from_secs(30),
         }
     }
 }
@@ -105,6 +111,11 @@ impl Config {
         if self.idle_timeout <= self.keepalive_interval {
             return Err(ConfigError {
                 setting: "idle_timeout",
+            });
+        }
+        if self.close_linger.is_zero() {
+            return Err(ConfigError {
+                setting: "close_linger",
             });
         }
         Ok(())

@@ -20,8 +20,6 @@ use crate::stats::Stats;
 const PACKET_THRESHOLD: u64 = 3;
 /// Extra acks a closed connection sends for the peer's FIN, one per RTO.
 const FINAL_ACKS: u8 = 3;
-/// Shortest linger after a clean close.
-const MIN_LINGER: Duration = Duration::from_secs(1);
 
 /// One datagram to send, produced by [`Connection::poll_transmit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -775,6 +773,7 @@ impl Connection {
         self.last_received = now;
         match self.state {
             State::Handshaking => self.establish(now),
+            State::Closed => self.linger_until = Some(now + self.config.close_linger),
             State::Failed => {
                 self.reset_pending = true;
                 return;
@@ -1214,7 +1213,7 @@ impl Connection {
             self.state = State::Closed;
             self.events.push_back(Event::Closed);
             let rto = self.rtt.rto();
-            self.linger_until = Some(now + (rto * 3).max(MIN_LINGER));
+            self.linger_until = Some(now + self.config.close_linger);
             self.final_acks_left = FINAL_ACKS;
             self.final_ack_deadline = Some(now + rto);
             self.rto_deadline = None;

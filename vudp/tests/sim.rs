@@ -71,7 +71,7 @@ fn datagrams_respect_the_configured_size() {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 24,
+        cases: 128,
         rng_seed: RngSeed::Fixed(0x5eed),
         failure_persistence: None,
         ..ProptestConfig::default()
