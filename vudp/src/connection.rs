@@ -778,7 +778,7 @@ impl Connection {
                 self.reset_pending = true;
                 return;
             }
-            State::Established | State::Closed | State::Drained => {}
+            State::Established | State::Drained => {}
         }
         if let Err(violation) = self.process_ack(now, segment) {
             self.fail(
