@@ -6,7 +6,7 @@ use std::io::{self, IoSlice};
 use std::os::fd::BorrowedFd;
 use std::sync::{Arc, Weak};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use parking_lot::Mutex;
 use weir_io::{
     ByteConsumer, ByteIoPair, ByteProducer, ControlReply, Credit, Ending, HalfClosePolicy,
@@ -16,6 +16,11 @@ use weir_reactor::{ByteHandle, CloseReason, Direction, Interest, Reactor, Token}
 
 /// Bytes read per readiness call before the agent lets the reactor serve others.
 const READ_BUDGET: usize = 256 * 1024;
+thread_local! {
+    /// Scratch space for reads on the reactor thread, shared by every agent.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Most buffers handed to one vectored write.
 const MAX_IOVECS: usize = 64;
 
@@ -231,8 +236,6 @@ struct AgentState {
     error: Option<Arc<io::Error>>,
     /// Called once when both directions are closed.
     on_close: Option<Box<dyn FnOnce(CloseInfo) + Send>>,
-    /// Reused read buffer.
-    rbuf: BytesMut,
     /// What to do when a connect attempt finishes.
     connect_hook: Option<Box<dyn ConnectHook>>,
 }
@@ -243,6 +246,8 @@ pub(crate) trait ConnectHook: Send {
     fn succeeded(self: Box<Self>, agent: &AgentInner);
     /// The attempt failed with `err`.
     fn failed(self: Box<Self>, agent: &AgentInner, err: io::Error);
+    /// The agent was closed while the attempt was in progress.
+    fn closed(self: Box<Self>, agent: &AgentInner);
 }
 
 /// The agent's producer side.
@@ -291,7 +296,6 @@ impl StreamAgent {
                 peer: None,
                 error: None,
                 on_close: None,
-                rbuf: BytesMut::new(),
                 connect_hook: None,
             }),
         });
@@ -567,28 +571,21 @@ impl AgentInner {
             let want = usize::try_from(remaining)
                 .unwrap_or(usize::MAX)
                 .min(self.config.max_read);
-            let mut buf = std::mem::take(&mut self.state.lock().rbuf);
-            if buf.capacity() < want {
-                buf.reserve(want.max(64 * 1024));
-            }
-            buf.resize(want, 0);
-            let result = io.read(&mut buf);
+            // Read into the reactor thread's scratch buffer and copy out exactly what came:
+            // an idle connection then holds no read buffer at all.
+            let result = SCRATCH.with_borrow_mut(|scratch| {
+                if scratch.len() < want {
+                    scratch.resize(want, 0);
+                }
+                io.read(&mut scratch[..want]).map(|n| Bytes::copy_from_slice(&scratch[..n]))
+            });
             let chunk = match result {
-                Ok(0) => {
+                Ok(chunk) if chunk.is_empty() => {
                     self.close_input(Ending::Completed);
                     return;
                 }
-                Ok(n) => {
-                    buf.truncate(n);
-                    let chunk = buf.split().freeze();
-                    self.state.lock().rbuf = buf;
-                    chunk
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    buf.clear();
-                    self.state.lock().rbuf = buf;
-                    break;
-                }
+                Ok(chunk) => chunk,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => {
                     self.record_error(err);
@@ -597,7 +594,11 @@ impl AgentInner {
                 }
             };
             total += chunk.len();
-            if link.deliver(chunk).is_err() {
+            let drained = chunk.len() < want;
+            if link.deliver(chunk).is_err() || drained {
+                // A short read emptied the kernel buffer: skip the read that would only say
+                // `WouldBlock`. Readiness is level-triggered, so anything that arrives now is
+                // reported on the next turn.
                 break;
             }
         }
@@ -735,7 +736,7 @@ impl AgentInner {
 
     /// Closes both directions, releases the descriptors and runs the close callback.
     pub(crate) fn close_all(&self, ending: Ending) {
-        let (tokens, callback, info) = {
+        let (tokens, callback, info, hook) = {
             let mut state = self.state.lock();
             if state.phase == Phase::Closed {
                 return;
@@ -745,9 +746,9 @@ impl AgentInner {
             state.output_closed.get_or_insert(ending);
             state.wbuf.clear();
             state.buffered = 0;
-            state.rbuf = BytesMut::new();
             let tokens = std::mem::take(&mut state.tokens);
-            (tokens, state.on_close.take(), state.close_info())
+            let hook = state.connect_hook.take();
+            (tokens, state.on_close.take(), state.close_info(), hook)
         };
         for token in [tokens.input, tokens.output].into_iter().flatten() {
             self.reactor.deregister(token);
@@ -758,6 +759,10 @@ impl AgentInner {
         self.abort_upstream();
         if let Some(callback) = callback {
             callback(info);
+        }
+        if let Some(hook) = hook {
+            // Closed while a connect was in progress: the connector reports it.
+            hook.closed(self);
         }
     }
 
@@ -796,9 +801,11 @@ impl AgentInner {
         match (reason, direction) {
             (CloseReason::HangUp, _) if !input_side || shared => {
                 // The peer is gone: nothing more can be written. Input drains until EOF.
-                self.record_error(io::Error::from(io::ErrorKind::BrokenPipe));
+                // A hang-up after our own output closed (both sides shut down writing) is the
+                // normal end of a half-closed stream, not an error.
                 let output_open = self.state.lock().output_closed.is_none();
                 if output_open && self.phase() == Phase::Connected {
+                    self.record_error(io::Error::from(io::ErrorKind::BrokenPipe));
                     self.close_output(Ending::Lost);
                 }
             }
@@ -1001,7 +1008,9 @@ impl ByteConsumer for AgentConsumer {
     fn on_end(&self, _link: &Arc<Link>, ending: Ending) {
         let drained = {
             let mut state = self.0.state.lock();
-            if state.buffered == 0 {
+            // While connecting, the end waits like buffered data does: closing output now
+            // would close the never-connected socket as a whole (Versile `close_output`).
+            if state.buffered == 0 && state.phase != Phase::Connecting {
                 true
             } else {
                 state.end_after_drain = Some(ending);

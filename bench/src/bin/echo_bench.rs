@@ -1,0 +1,409 @@
+//! Echo benchmark: weir's echo server against a tokio echo server (current-thread runtime),
+//! measured in the same run with the same load generator.
+//!
+//! ```text
+//! cargo build --release -p weir-bench --bins
+//! target/release/echo_bench [--quick]
+//! ```
+//!
+//! Each server runs as its own process pinned to CPU 0 (`taskset`, where it works); the load
+//! generator runs in this process, pinned to CPU 1, on one thread with level-triggered
+//! `polling`. Rows:
+//!
+//! - ping-pong with 1, 10, 50 and 200 connections at 64 B and 4 KiB: each connection sends
+//!   a message and waits for all of it to come back; messages/s, p50/p99 round-trip latency,
+//!   and the server's CPU time per message (from `/proc/PID/stat`);
+//! - bulk echo with one connection (a writer thread and a reader thread, 64 KiB writes);
+//! - memory per idle connection with 10 000 idle connections (server `VmRSS` growth).
+//!
+//! It prints a table with weir/tokio ratios (for latency and CPU and memory, lower is better,
+//! so the ratio printed is tokio/weir: above 1.0 means weir is ahead on every row).
+#![deny(unsafe_code)]
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use polling::{Event, Events, PollMode, Poller};
+
+/// One server under test.
+struct Server {
+    /// Label in the table.
+    name: &'static str,
+    /// The process.
+    child: Child,
+    /// Where it listens.
+    address: SocketAddr,
+}
+
+impl Server {
+    /// Starts `binary` pinned to CPU 0 and waits for its `listening on` line.
+    fn start(name: &'static str, binary: &str) -> io::Result<Server> {
+        let path = std::env::current_exe()?.with_file_name(binary);
+        let mut command = if taskset_works() {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg("0").arg(&path);
+            c
+        } else {
+            Command::new(&path)
+        };
+        let mut child = command
+            .arg("127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| io::Error::other("no stdout"))?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let address = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| io::Error::other(format!("{name}: unexpected first line {line:?}")))?;
+        Ok(Server {
+            name,
+            child,
+            address,
+        })
+    }
+
+    /// User + system CPU time of the server so far.
+    fn cpu_time(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // After the command name (in parentheses) come the state, then numbers: utime and
+        // stime are fields 14 and 15 of the whole line, the 12th and 13th after the name.
+        let rest = stat.rsplit(')').next().unwrap_or("");
+        let field = |i: usize| -> u64 {
+            rest.split_whitespace()
+                .nth(i)
+                .and_then(|f| f.parse().ok())
+                .unwrap_or(0)
+        };
+        let ticks = field(11) + field(12);
+        Duration::from_millis(ticks * 1000 / clock_ticks())
+    }
+
+    /// Resident memory of the server, in bytes.
+    fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Clock ticks per second for `/proc` times (`getconf CLK_TCK`, 100 on Linux).
+fn clock_ticks() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// Whether `taskset` can pin processes here.
+fn taskset_works() -> bool {
+    Command::new("taskset")
+        .args(["-c", "0", "true"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Pins this process to CPU 1.
+fn pin_self() -> bool {
+    Command::new("taskset")
+        .args(["-cp", "1", &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Result of one ping-pong run.
+struct PingPong {
+    /// Round trips per second.
+    rate: f64,
+    /// Median round trip.
+    p50: Duration,
+    /// 99th percentile round trip.
+    p99: Duration,
+    /// Server CPU time per round trip.
+    cpu_per_msg: Duration,
+}
+
+/// One connection of the ping-pong generator.
+struct Conn {
+    /// The socket, non-blocking.
+    stream: TcpStream,
+    /// Bytes of the current message written so far.
+    written: usize,
+    /// Bytes of the current echo read so far.
+    read: usize,
+    /// When the current message started.
+    started: Instant,
+    /// The connection's poller key.
+    key: usize,
+}
+
+/// Registers `stream` with `poller` in level-triggered mode.
+#[allow(unsafe_code)]
+fn add(poller: &Poller, stream: &TcpStream, key: usize) -> io::Result<()> {
+    // SAFETY: every stream is deleted from the poller (by dropping the poller first, see
+    // `ping_pong`) before it is closed.
+    unsafe { poller.add_with_mode(stream, Event::readable(key), PollMode::Level) }
+}
+
+/// `connections` connections each sending `size`-byte messages for `duration`.
+fn ping_pong(
+    server: &Server,
+    connections: usize,
+    size: usize,
+    duration: Duration,
+) -> io::Result<PingPong> {
+    let poller = Poller::new()?;
+    let message = vec![0x5a_u8; size];
+    let mut conns = Vec::with_capacity(connections);
+    for key in 0..connections {
+        let stream = TcpStream::connect(server.address)?;
+        stream.set_nodelay(true)?;
+        stream.set_nonblocking(true)?;
+        add(&poller, &stream, key)?;
+        conns.push(Conn {
+            stream,
+            written: 0,
+            read: 0,
+            started: Instant::now(),
+            key,
+        });
+    }
+    let mut latencies: Vec<u32> = Vec::with_capacity(1 << 20);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut events = Events::new();
+    let cpu_before = server.cpu_time();
+    let begun = Instant::now();
+    let deadline = begun + duration;
+    for conn in &mut conns {
+        send(conn, &message, &poller)?;
+    }
+    let mut finished = 0;
+    while Instant::now() < deadline {
+        events.clear();
+        poller.wait(&mut events, Some(Duration::from_millis(100)))?;
+        for event in events.iter() {
+            let conn = &mut conns[event.key];
+            if event.writable && conn.written < size {
+                send(conn, &message, &poller)?;
+                continue;
+            }
+            loop {
+                match conn.stream.read(&mut buf) {
+                    Ok(0) => return Err(io::Error::other("server closed")),
+                    Ok(n) => conn.read += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            if conn.read >= size {
+                latencies.push(conn.started.elapsed().as_micros() as u32);
+                finished += 1;
+                conn.read -= size;
+                conn.written = 0;
+                send(conn, &message, &poller)?;
+            }
+        }
+    }
+    let elapsed = begun.elapsed();
+    let cpu = server.cpu_time().saturating_sub(cpu_before);
+    drop(poller);
+    latencies.sort_unstable();
+    let pick = |q: f64| {
+        let i = ((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1));
+        Duration::from_micros(u64::from(latencies.get(i).copied().unwrap_or(0)))
+    };
+    Ok(PingPong {
+        rate: finished as f64 / elapsed.as_secs_f64(),
+        p50: pick(0.50),
+        p99: pick(0.99),
+        cpu_per_msg: cpu / finished.max(1) as u32,
+    })
+}
+
+/// Writes as much of the message as the socket takes; arms write interest for the rest.
+fn send(conn: &mut Conn, message: &[u8], poller: &Poller) -> io::Result<()> {
+    if conn.written == 0 {
+        conn.started = Instant::now();
+    }
+    while conn.written < message.len() {
+        match conn.stream.write(&message[conn.written..]) {
+            Ok(n) => conn.written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    let key = conn.key;
+    let interest = if conn.written < message.len() {
+        Event::all(key)
+    } else {
+        Event::readable(key)
+    };
+    poller.modify_with_mode(&conn.stream, interest, PollMode::Level)
+}
+
+/// Bulk echo over one connection: bytes per second each way.
+fn bulk(server: &Server, total: usize) -> io::Result<f64> {
+    let stream = TcpStream::connect(server.address)?;
+    stream.set_nodelay(true)?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = stream;
+    let begun = Instant::now();
+    let sender = std::thread::spawn(move || -> io::Result<()> {
+        let chunk = vec![0xa5_u8; 64 * 1024];
+        let mut sent = 0;
+        while sent < total {
+            let n = chunk.len().min(total - sent);
+            writer.write_all(&chunk[..n])?;
+            sent += n;
+        }
+        writer.shutdown(std::net::Shutdown::Write)
+    });
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut got = 0;
+    while got < total {
+        match reader.read(&mut buf)? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    sender
+        .join()
+        .map_err(|_| io::Error::other("writer panicked"))??;
+    if got != total {
+        return Err(io::Error::other(format!(
+            "bulk: {got} of {total} bytes came back"
+        )));
+    }
+    Ok(total as f64 / begun.elapsed().as_secs_f64())
+}
+
+/// Server memory growth per idle connection with `count` connections open.
+fn idle_memory(server: &Server, count: usize) -> io::Result<f64> {
+    let before = server.rss();
+    let mut streams = Vec::with_capacity(count);
+    for _ in 0..count {
+        streams.push(TcpStream::connect(server.address)?);
+    }
+    // A round trip on the last connection: the server has accepted every earlier one.
+    let last = streams
+        .last_mut()
+        .ok_or_else(|| io::Error::other("no connections"))?;
+    last.write_all(b"x")?;
+    let mut one = [0u8; 1];
+    last.read_exact(&mut one)?;
+    let after = server.rss();
+    Ok(after.saturating_sub(before) as f64 / count as f64)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let duration = if quick {
+        Duration::from_millis(500)
+    } else {
+        Duration::from_secs(2)
+    };
+    let bulk_bytes = if quick { 256 << 20 } else { 2 << 30 };
+    let idle = if quick { 1000 } else { 10_000 };
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let pinned = taskset_works() && pin_self();
+    println!(
+        "echo benchmark: {} CPUs; servers pinned to CPU 0 and load generator to CPU 1: {}",
+        cpus,
+        if pinned {
+            "yes"
+        } else {
+            "no (taskset unavailable)"
+        }
+    );
+    let servers = [
+        Server::start("weir", "weir_echo")?,
+        Server::start("tokio", "tokio_echo")?,
+    ];
+    println!(
+        "\n{:<22} {:>12} {:>12} {:>7} | {:>9} {:>9} {:>9} {:>9} | {:>8} {:>8} {:>7}",
+        "ping-pong",
+        "weir msg/s",
+        "tokio msg/s",
+        "ratio",
+        "weir p50",
+        "tokio p50",
+        "weir p99",
+        "tokio p99",
+        "weir cpu",
+        "tokio cpu",
+        "ratio"
+    );
+    for size in [64, 4096] {
+        for connections in [1, 10, 50, 200] {
+            let mut rows = Vec::new();
+            for server in &servers {
+                rows.push(ping_pong(server, connections, size, duration)?);
+            }
+            let (w, t) = (&rows[0], &rows[1]);
+            println!(
+                "{:<22} {:>12.0} {:>12.0} {:>7.2} | {:>9?} {:>9?} {:>9?} {:>9?} | {:>8?} {:>8?} {:>7.2}",
+                format!("{connections} conn x {size} B"),
+                w.rate,
+                t.rate,
+                w.rate / t.rate,
+                w.p50,
+                t.p50,
+                w.p99,
+                t.p99,
+                w.cpu_per_msg,
+                t.cpu_per_msg,
+                t.cpu_per_msg.as_secs_f64() / w.cpu_per_msg.as_secs_f64().max(1e-9),
+            );
+        }
+    }
+    let bulk_rates: Vec<f64> = servers
+        .iter()
+        .map(|s| bulk(s, bulk_bytes))
+        .collect::<io::Result<_>>()?;
+    println!(
+        "\n{:<22} {:>10.0} MB/s {:>10.0} MB/s  ratio {:.2}",
+        format!("bulk, 1 conn, {} MiB", bulk_bytes >> 20),
+        bulk_rates[0] / 1e6,
+        bulk_rates[1] / 1e6,
+        bulk_rates[0] / bulk_rates[1]
+    );
+    let memory: Vec<f64> = servers
+        .iter()
+        .map(|s| idle_memory(s, idle))
+        .collect::<io::Result<_>>()?;
+    println!(
+        "{:<22} {:>10.0} B/conn {:>8.0} B/conn  ratio (tokio/weir) {:.2}",
+        format!("idle, {idle} conns"),
+        memory[0],
+        memory[1],
+        memory[1] / memory[0].max(1.0)
+    );
+    for server in &servers {
+        eprintln!("{} pid {}", server.name, server.child.id());
+    }
+    Ok(())
+}
