@@ -139,9 +139,13 @@ impl fmt::Debug for ConnectOptions {
 impl StreamAgent {
     /// Connects to `address`; returns at once with an agent in the connecting phase.
     ///
-    /// Attach chains right away: data written before the connect finishes is sent after it.
-    /// Before connecting, the chain attached to the producer is asked
-    /// [`IoControl::CanConnect`] and may veto. On success the chain gets
+    /// Attach chains right away: data written before the connect finishes is sent after it,
+    /// and an upstream end that comes before is kept until then. Before connecting, the chain
+    /// attached to the producer is asked [`IoControl::CanConnect`] and may veto; the question
+    /// is asked from the reactor's queue, so to be sure a chain is asked, call `connect` and
+    /// attach it on the reactor thread in one go (e.g. inside [`Reactor::execute`]). If the
+    /// agent is closed before the connect finishes, `on_connect` gets
+    /// [`ConnectError::Closed`]. On success the chain gets
     /// [`IoControl::Connected`]; on failure its input ends [`Ending::Lost`] and the
     /// `on_connect` callback gets the [`ConnectError`] (e.g. connection refused).
     pub fn connect(reactor: &Reactor, address: Address, options: ConnectOptions) -> StreamAgent {
@@ -196,7 +200,9 @@ impl StreamAgent {
     ) -> StreamAgent {
         let agent = StreamAgent::unconnected(reactor, options.agent);
         let driver = Driver::new(reactor, &agent, options);
-        reactor.execute(move || driver.try_next(addresses.into()));
+        // Always queued, also on the reactor thread: a chain attached right after this call
+        // on the same thread is in place when `CanConnect` is asked.
+        reactor.call(move || driver.try_next(addresses.into()));
         agent
     }
 }
@@ -340,5 +346,9 @@ impl ConnectHook for Attempt {
             tracing::debug!(%err, "connect attempt failed; trying the next address");
             driver.try_next(rest);
         }
+    }
+
+    fn closed(self: Box<Self>, _agent: &AgentInner) {
+        self.driver.fail(ConnectError::Closed);
     }
 }

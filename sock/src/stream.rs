@@ -238,6 +238,8 @@ struct AgentState {
     on_close: Option<Box<dyn FnOnce(CloseInfo) + Send>>,
     /// What to do when a connect attempt finishes.
     connect_hook: Option<Box<dyn ConnectHook>>,
+    /// A `Connected` announcement is queued and not sent yet.
+    announce_pending: bool,
 }
 
 /// Decides what follows a connect attempt (the socket connect driver implements it).
@@ -297,6 +299,7 @@ impl StreamAgent {
                 error: None,
                 on_close: None,
                 connect_hook: None,
+                announce_pending: false,
             }),
         });
         StreamAgent { inner }
@@ -501,15 +504,30 @@ impl AgentInner {
         self.update_interest();
     }
 
-    /// Sends `Connected` to the downstream consumer if connected, from the reactor queue.
+    /// Sends `Connected` to the downstream consumer if connected, from the reactor queue, or
+    /// earlier if data or the end go downstream first (see [`Self::send_announce`]).
     fn announce(&self) {
         let Some(me) = self.me.upgrade() else { return };
-        self.reactor.call(move || {
-            let peer = me.state.lock().peer.clone();
-            if let (Some(peer), Some(link)) = (peer, me.producer_slot.link()) {
+        self.state.lock().announce_pending = true;
+        self.reactor.call(move || me.send_announce());
+    }
+
+    /// Sends a pending `Connected` now. Called before anything else goes downstream, so the
+    /// consumer hears of the connection before its first byte or its end, even when the
+    /// queued announcement would only run after the stream has ended.
+    fn send_announce(&self) {
+        let peer = {
+            let mut state = self.state.lock();
+            if !std::mem::take(&mut state.announce_pending) {
+                return;
+            }
+            state.peer.clone()
+        };
+        if let (Some(peer), Some(link)) = (peer, self.producer_slot.link()) {
+            if link.is_open() {
                 link.control_downstream(&IoControl::Connected(peer));
             }
-        });
+        }
     }
 
     /// Records the first error.
@@ -577,7 +595,8 @@ impl AgentInner {
                 if scratch.len() < want {
                     scratch.resize(want, 0);
                 }
-                io.read(&mut scratch[..want]).map(|n| Bytes::copy_from_slice(&scratch[..n]))
+                io.read(&mut scratch[..want])
+                    .map(|n| Bytes::copy_from_slice(&scratch[..n]))
             });
             let chunk = match result {
                 Ok(chunk) if chunk.is_empty() => {
@@ -595,6 +614,7 @@ impl AgentInner {
             };
             total += chunk.len();
             let drained = chunk.len() < want;
+            self.send_announce();
             if link.deliver(chunk).is_err() || drained {
                 // A short read emptied the kernel buffer: skip the read that would only say
                 // `WouldBlock`. Readiness is level-triggered, so anything that arrives now is
@@ -768,6 +788,7 @@ impl AgentInner {
 
     /// Ends the downstream chain, once.
     fn end_downstream(&self, ending: Ending) {
+        self.send_announce();
         self.producer_slot.mark_ended();
         if let Some(link) = self.producer_slot.link() {
             link.end(ending);

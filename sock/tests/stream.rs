@@ -1,0 +1,444 @@
+//! StreamAgent over real loopback sockets: echo (TCP v4, v6, Unix), half-close both ways,
+//! reset, the close callback, credit in both directions, many connections on one reactor.
+
+mod common;
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use common::{pattern_bytes, recorder, wait_for, Running, DEADLINE};
+use parking_lot::Mutex;
+use socket2::Socket;
+use weir_io::{attach, ByteWriter, ControlReply, Ending, HalfClosePolicy, Peer, Window};
+use weir_sock::{
+    tcp_pair, unix_pair, Address, AgentConfig, CloseInfo, ConnectOptions, ListenOptions, Listener,
+    StreamAgent,
+};
+
+/// An echo listener on `address`: each connection's producer feeds its own consumer.
+fn echo_listener(running: &Running, address: &Address) -> Listener {
+    let r = running.reactor.clone();
+    Listener::bind(
+        &running.reactor,
+        address,
+        ListenOptions::default(),
+        move |accepted| {
+            let agent = accepted.into_agent(&r, AgentConfig::default()).unwrap();
+            let pair = agent.io_pair();
+            attach(&pair.producer, &pair.consumer).unwrap();
+        },
+    )
+    .unwrap()
+}
+
+/// Connects an agent to `address`, sends `data`, ends, and returns what came back.
+fn echo_through(running: &Running, address: Address, data: &[u8]) -> (Vec<u8>, Peer) {
+    let (tx, rx) = mpsc::channel();
+    let options = ConnectOptions::default().on_connect(move |outcome| tx.send(outcome).unwrap());
+    let agent = StreamAgent::connect(&running.reactor, address, options);
+    let (sink, record) = recorder(&running.reactor, Window::Bytes(4096), ControlReply::Allowed);
+    let writer = ByteWriter::new(&running.reactor, data.len().max(1));
+    let pair = agent.io_pair();
+    attach(&pair.producer, &sink.consumer()).unwrap();
+    attach(&writer.producer(), &pair.consumer).unwrap();
+    writer.write(data.to_vec()).unwrap();
+    writer.end_write(Ending::Completed);
+    let peer = rx.recv_timeout(DEADLINE).unwrap().unwrap();
+    wait_for("the echo to end", || record.lock().ending.is_some());
+    assert_eq!(record.lock().ending, Some(Ending::Completed));
+    wait_for("the client agent to close", || agent.is_closed());
+    let data = std::mem::take(&mut record.lock().data);
+    (data, peer)
+}
+
+#[test]
+fn echo_over_tcp_v4() {
+    let running = Running::new();
+    let listener = echo_listener(&running, &"127.0.0.1:0".parse().unwrap());
+    let data = pattern_bytes(0, 300_000);
+    let (echoed, peer) = echo_through(&running, listener.local_address().clone(), &data);
+    assert!(echoed == data, "echo differs");
+    assert_eq!(peer, listener.local_address().to_peer());
+}
+
+#[test]
+fn echo_over_tcp_v6() {
+    let running = Running::new();
+    let address: Address = "[::1]:0".parse().unwrap();
+    let listener =
+        match Listener::bind(&running.reactor, &address, ListenOptions::default(), |_| {}) {
+            Ok(_) => echo_listener(&running, &address),
+            Err(err) => {
+                // Some sandboxes have no IPv6 loopback at all; say so rather than fail.
+                eprintln!("skipping: no IPv6 loopback here ({err})");
+                return;
+            }
+        };
+    let data = pattern_bytes(7, 100_000);
+    let (echoed, peer) = echo_through(&running, listener.local_address().clone(), &data);
+    assert!(echoed == data, "echo differs");
+    assert!(matches!(peer, Peer::Tcp(addr) if addr.is_ipv6()));
+}
+
+#[test]
+fn echo_over_unix() {
+    let running = Running::new();
+    let path = std::env::temp_dir().join(format!("weir-sock-echo-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let listener = echo_listener(&running, &Address::Unix(path.clone()));
+    assert_eq!(listener.local_address(), &Address::Unix(path.clone()));
+    let data = pattern_bytes(3, 200_000);
+    let (echoed, peer) = echo_through(&running, Address::Unix(path.clone()), &data);
+    assert!(echoed == data, "echo differs");
+    assert_eq!(peer, Peer::Unix(Some(path.clone())));
+    listener.close();
+    let _ = std::fs::remove_file(&path);
+}
+
+/// An agent on one end of a TCP pair, the other end a plain blocking std socket.
+fn agent_with_std_peer(running: &Running, config: AgentConfig) -> (StreamAgent, TcpStream) {
+    let (ours, theirs) = tcp_pair().unwrap();
+    theirs.set_nonblocking(false).unwrap();
+    let agent = StreamAgent::from_socket(&running.reactor, ours, config).unwrap();
+    (agent, TcpStream::from(theirs))
+}
+
+/// Counts close callbacks and keeps the last report.
+fn close_counter(agent: &StreamAgent) -> (Arc<AtomicUsize>, Arc<Mutex<Option<CloseInfo>>>) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let info = Arc::new(Mutex::new(None));
+    let (c, i) = (count.clone(), info.clone());
+    agent.set_close_callback(move |report| {
+        c.fetch_add(1, Ordering::SeqCst);
+        *i.lock() = Some(report);
+    });
+    (count, info)
+}
+
+#[test]
+fn half_close_local_end_then_peer_keeps_sending() {
+    let running = Running::new();
+    let (agent, mut peer) = agent_with_std_peer(&running, AgentConfig::default());
+    let (closes, info) = close_counter(&agent);
+    let (sink, record) = recorder(&running.reactor, Window::Unlimited, ControlReply::Allowed);
+    let writer = ByteWriter::new(&running.reactor, 1024);
+    let pair = agent.io_pair();
+    attach(&pair.producer, &sink.consumer()).unwrap();
+    attach(&writer.producer(), &pair.consumer).unwrap();
+    writer.write(&b"request"[..]).unwrap();
+    writer.end_write(Ending::Completed);
+    // The peer sees our data, then end of file (SHUT_WR), while our input stays open.
+    let mut got = Vec::new();
+    peer.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"request");
+    assert!(!agent.is_closed());
+    peer.write_all(b"reply after your EOF").unwrap();
+    wait_for("the reply", || {
+        record.lock().data == b"reply after your EOF"
+    });
+    assert_eq!(closes.load(Ordering::SeqCst), 0, "input is still open");
+    peer.shutdown(Shutdown::Write).unwrap();
+    wait_for("the input to end", || record.lock().ending.is_some());
+    assert_eq!(record.lock().ending, Some(Ending::Completed));
+    wait_for("the close callback", || closes.load(Ordering::SeqCst) == 1);
+    let info = info.lock().clone().unwrap();
+    assert_eq!(
+        (info.input, info.output),
+        (Ending::Completed, Ending::Completed)
+    );
+    assert!(
+        info.error.is_none(),
+        "a clean close recorded {:?}",
+        info.error
+    );
+    assert!(agent.is_closed());
+    // Closed means closed: the peer sees end of file on its side too.
+    let mut rest = Vec::new();
+    peer.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    std::thread::sleep(Duration::from_millis(50)); // a late second callback would show now
+    assert_eq!(closes.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn half_close_peer_end_then_we_keep_sending() {
+    let running = Running::new();
+    let (agent, mut peer) = agent_with_std_peer(&running, AgentConfig::default());
+    let (closes, _) = close_counter(&agent);
+    let (sink, record) = recorder(&running.reactor, Window::Unlimited, ControlReply::Allowed);
+    let writer = ByteWriter::new(&running.reactor, 1 << 20);
+    let pair = agent.io_pair();
+    attach(&pair.producer, &sink.consumer()).unwrap();
+    attach(&writer.producer(), &pair.consumer).unwrap();
+    peer.write_all(b"question").unwrap();
+    peer.shutdown(Shutdown::Write).unwrap();
+    wait_for("the peer's end", || record.lock().ending.is_some());
+    assert_eq!(record.lock().data, b"question");
+    assert_eq!(record.lock().ending, Some(Ending::Completed));
+    assert!(
+        !agent.is_closed(),
+        "output stays open after the peer's half-close"
+    );
+    let answer = pattern_bytes(11, 500_000);
+    writer.write(answer.clone()).unwrap();
+    writer.end_write(Ending::Completed);
+    let mut got = Vec::new();
+    peer.read_to_end(&mut got).unwrap();
+    assert!(got == answer, "answer differs ({} bytes)", got.len());
+    wait_for("the close callback", || closes.load(Ordering::SeqCst) == 1);
+}
+
+#[test]
+fn no_half_close_policy_closes_both_on_upstream_end() {
+    let running = Running::new();
+    let config = AgentConfig::default().with_half_close(HalfClosePolicy::NO_HALF_CLOSE);
+    let (agent, mut peer) = agent_with_std_peer(&running, config);
+    let (closes, _) = close_counter(&agent);
+    let (sink, record) = recorder(&running.reactor, Window::Unlimited, ControlReply::Allowed);
+    let writer = ByteWriter::new(&running.reactor, 1024);
+    let pair = agent.io_pair();
+    attach(&pair.producer, &sink.consumer()).unwrap();
+    attach(&writer.producer(), &pair.consumer).unwrap();
+    writer.write(&b"bye"[..]).unwrap();
+    writer.end_write(Ending::Completed);
+    let mut got = Vec::new();
+    peer.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"bye");
+    wait_for("the close callback", || closes.load(Ordering::SeqCst) == 1);
+    wait_for("the chain to end", || record.lock().ending.is_some());
+}
+
+#[test]
+fn peer_reset_ends_the_chain_lost() {
+    let running = Running::new();
+    let (agent, peer) = agent_with_std_peer(&running, AgentConfig::default());
+    let (closes, info) = close_counter(&agent);
+    let (sink, record) = recorder(&running.reactor, Window::Unlimited, ControlReply::Allowed);
+    let writer = ByteWriter::new(&running.reactor, 1024);
+    let pair = agent.io_pair();
+    attach(&pair.producer, &sink.consumer()).unwrap();
+    attach(&writer.producer(), &pair.consumer).unwrap();
+    // Linger 0: close sends RST instead of FIN.
+    let peer = Socket::from(peer);
+    peer.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(peer);
+    wait_for("the chain to end", || record.lock().ending.is_some());
+    assert_eq!(record.lock().ending, Some(Ending::Lost));
+    // Writing to a reset connection fails too; the agent then closes completely.
+    let _ = writer.write(&b"anyone?"[..]);
+    wait_for("the close callback", || closes.load(Ordering::SeqCst) == 1);
+    let info = info.lock().clone().unwrap();
+    assert_eq!(info.input, Ending::Lost);
+    let error = info.error.expect("the reset is recorded");
+    assert!(
+        matches!(
+            error.kind(),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+        ),
+        "unexpected error {error:?}"
+    );
+}
+
+#[test]
+fn close_callback_runs_once_after_both_directions() {
+    let running = Running::new();
+    let (a, b) = unix_pair().unwrap();
+    let agent = StreamAgent::from_socket(&running.reactor, a, AgentConfig::default()).unwrap();
+    let peer = StreamAgent::from_socket(&running.reactor, b, AgentConfig::default()).unwrap();
+    let (closes, info) = close_counter(&agent);
+    let (sink, record) = recorder(&running.reactor, Window::Unlimited, ControlReply::Allowed);
+    let writer = ByteWriter::new(&running.reactor, 1024);
+    let pair = agent.io_pair();
+    attach(&pair.producer, &sink.consumer()).unwrap();
+    attach(&writer.producer(), &pair.consumer).unwrap();
+    // The peer echoes: our end reaches it as EOF, its echo ends and comes back as EOF.
+    let peer_pair = peer.io_pair();
+    attach(&peer_pair.producer, &peer_pair.consumer).unwrap();
+    writer.write(&b"ping"[..]).unwrap();
+    writer.end_write(Ending::Completed);
+    wait_for("the close callback", || closes.load(Ordering::SeqCst) == 1);
+    assert_eq!(record.lock().data, b"ping");
+    assert_eq!(record.lock().ends, 1);
+    let info = info.lock().clone().unwrap();
+    assert_eq!(
+        (info.input, info.output),
+        (Ending::Completed, Ending::Completed)
+    );
+    // A callback set after the close runs at once; closing again does nothing.
+    let (tx, rx) = mpsc::channel();
+    agent.set_close_callback(move |_| tx.send(()).unwrap());
+    rx.recv_timeout(DEADLINE).unwrap();
+    agent.close(Ending::Lost);
+    wait_for("the peer to close", || peer.is_closed());
+    std::thread::sleep(Duration::from_millis(50)); // a late second callback would show now
+    assert_eq!(closes.load(Ordering::SeqCst), 1);
+}
+
+/// A consumer that stops granting credit stops the agent from reading: the kernel buffers
+/// fill and the sender blocks; resuming delivers everything, in order.
+#[test]
+fn slow_consumer_stops_reading_and_the_sender_blocks() {
+    let running = Running::new();
+    let (agent, peer) = agent_with_std_peer(&running, AgentConfig::default());
+    let (sink, record) = recorder(&running.reactor, Window::Bytes(8192), ControlReply::Allowed);
+    attach(&agent.io_pair().producer, &sink.consumer()).unwrap();
+    // Paused, the sink grants nothing beyond its first window.
+    sink.pause();
+    let total = 64 << 20;
+    let data = Arc::new(pattern_bytes(0, total));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let (s, d) = (sent.clone(), data.clone());
+    let sender = std::thread::spawn(move || {
+        let mut peer = peer;
+        for chunk in d.chunks(64 * 1024) {
+            peer.write_all(chunk).unwrap();
+            s.fetch_add(chunk.len(), Ordering::SeqCst);
+        }
+        peer.shutdown(Shutdown::Write).unwrap();
+    });
+    // The sender gets stuck once the kernel buffers are full.
+    let mut last = usize::MAX;
+    wait_for("the sender to block", || {
+        let now = sent.load(Ordering::SeqCst);
+        let stuck = now == last && now > 0;
+        last = now;
+        std::thread::sleep(Duration::from_millis(100));
+        stuck
+    });
+    let stuck_at = sent.load(Ordering::SeqCst);
+    assert!(
+        stuck_at < total,
+        "all {total} bytes went through a paused consumer"
+    );
+    let read = record.lock().data.len();
+    assert!(
+        read <= 8192,
+        "the agent read {read} bytes past a credit of 8192"
+    );
+    assert!(agent.buffered() == 0);
+    sink.resume();
+    sender.join().unwrap();
+    wait_for("everything to arrive", || record.lock().ending.is_some());
+    let record = record.lock();
+    assert_eq!(record.ending, Some(Ending::Completed));
+    assert!(record.data == *data, "data differs");
+}
+
+/// The agent grants its upstream only the free space of its write buffer: a peer that does
+/// not read leaves a writer full, not the agent's memory.
+#[test]
+fn write_buffer_bounds_what_the_agent_takes() {
+    let running = Running::new();
+    let config = AgentConfig::default().with_write_buffer(32 * 1024);
+    let (agent, mut peer) = agent_with_std_peer(&running, config);
+    let writer = ByteWriter::new(&running.reactor, 64 * 1024);
+    attach(&writer.producer(), &agent.io_pair().consumer).unwrap();
+    let mut written = 0usize;
+    // Keep the writer topped up until the whole path (kernel buffers, agent, writer) is full.
+    let mut stalls = 0;
+    while stalls < 20 {
+        match writer.write(pattern_bytes(written as u64, 16 * 1024)) {
+            Ok(()) => {
+                written += 16 * 1024;
+                stalls = 0;
+            }
+            Err(_) => {
+                stalls += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        assert!(written < 256 << 20, "the agent takes without limit");
+    }
+    assert!(
+        agent.buffered() <= 32 * 1024,
+        "buffered {}",
+        agent.buffered()
+    );
+    assert!(writer.free() < 16 * 1024, "the writer is not held back");
+    // Now read it all: everything arrives in order.
+    writer.end_write(Ending::Completed);
+    let mut got = Vec::new();
+    peer.read_to_end(&mut got).unwrap();
+    assert_eq!(got.len(), written);
+    assert!(got == pattern_bytes(0, written));
+}
+
+/// Raises the soft descriptor limit to `want` (or the hard limit).
+fn raise_nofile(want: u64) -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        if limit.rlim_cur < want {
+            limit.rlim_cur = want.min(limit.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        }
+    }
+    limit.rlim_cur
+}
+
+#[test]
+fn two_thousand_connections_on_one_reactor() {
+    const CONNECTIONS: usize = 2000;
+    let limit = raise_nofile(3 * CONNECTIONS as u64 + 200);
+    assert!(
+        limit >= 2 * CONNECTIONS as u64 + 100,
+        "descriptor limit {limit} is too low for this test"
+    );
+    let running = Running::new();
+    let r = running.reactor.clone();
+    let listener = Listener::bind(
+        &running.reactor,
+        &"127.0.0.1:0".parse().unwrap(),
+        ListenOptions::default().with_backlog(4096),
+        move |accepted| {
+            let agent = accepted.into_agent(&r, AgentConfig::default()).unwrap();
+            let pair = agent.io_pair();
+            attach(&pair.producer, &pair.consumer).unwrap();
+        },
+    )
+    .unwrap();
+    let mut clients = Vec::new();
+    for i in 0..CONNECTIONS {
+        let agent = StreamAgent::connect(
+            &running.reactor,
+            listener.local_address().clone(),
+            ConnectOptions::default(),
+        );
+        let (sink, record) = recorder(&running.reactor, Window::Bytes(4096), ControlReply::Allowed);
+        let writer = ByteWriter::new(&running.reactor, 1024);
+        let pair = agent.io_pair();
+        attach(&pair.producer, &sink.consumer()).unwrap();
+        attach(&writer.producer(), &pair.consumer).unwrap();
+        writer.write(format!("connection {i}\n")).unwrap();
+        clients.push((agent, writer, record));
+    }
+    // All of them open at once: every echo arrives before anyone ends.
+    wait_for("every echo", || {
+        clients.iter().all(|(_, _, record)| {
+            !record.lock().data.is_empty() && record.lock().data.ends_with(b"\n")
+        })
+    });
+    assert!(running.reactor.registered() >= 2 * CONNECTIONS);
+    for (i, (_, writer, record)) in clients.iter().enumerate() {
+        assert_eq!(record.lock().data, format!("connection {i}\n").as_bytes());
+        writer.end_write(Ending::Completed);
+    }
+    wait_for("every connection to close", || {
+        clients.iter().all(|(agent, _, _)| agent.is_closed())
+    });
+    for (_, _, record) in &clients {
+        assert_eq!(record.lock().ending, Some(Ending::Completed));
+    }
+    // The server side closed too: only the listener (and the reactor's own) remain.
+    wait_for("the server agents to go", || {
+        running.reactor.registered() <= 2
+    });
+}
