@@ -137,7 +137,9 @@ impl ChildExited {
 /// - If the child stops reading before the upstream chain has ended (it exited, or closed its
 ///   standard input), the write fails with `EPIPE` and the upstream chain is aborted; the
 ///   process is never killed by `SIGPIPE` (see [`PipeWriter`]).
-/// - Once both directions are closed both descriptors are deregistered and closed.
+/// - Once the downstream chain has ended the agent closes: both descriptors are
+///   deregistered, then closed, and an upstream chain still open is aborted (the child is
+///   gone, nothing more can be written to it).
 ///
 /// # Killing
 ///
@@ -332,6 +334,7 @@ impl ChildAgent {
             pid,
             up: LinkSlot::new(),
             down: LinkSlot::new(),
+            agent: Mutex::new(Some(agent.clone())),
             state: Mutex::new(GateState::default()),
         });
         let up: Arc<dyn ByteConsumer> = Arc::new(GateConsumer(gate.clone()));
@@ -525,6 +528,9 @@ struct Gate {
     up: LinkSlot,
     /// Link to the downstream consumer.
     down: LinkSlot,
+    /// The agent, to close once the child has exited and its output has ended (taken then,
+    /// which also breaks the cycle agent → link → gate → agent).
+    agent: Mutex<Option<StreamAgent>>,
     /// Everything else.
     state: Mutex<GateState>,
 }
@@ -647,6 +653,11 @@ impl Gate {
         if let Some(ending) = ending {
             self.down.mark_ended();
             link.end(ending);
+            // The child is gone: nothing more can be written to it. Closing releases the
+            // descriptors now even if the upstream never ended (it is aborted).
+            if let Some(agent) = self.agent.lock().take() {
+                agent.close(Ending::Lost);
+            }
         }
     }
 
@@ -662,6 +673,7 @@ impl Gate {
         if let Some(link) = self.up.link() {
             link.abort();
         }
+        self.agent.lock().take();
     }
 }
 
