@@ -9,8 +9,9 @@
 //!
 //! # What it does not do
 //!
-//! * **No I/O.** It owns no socket, reads no clock, spawns no thread and sets no timer. A
-//!   bridge (the reactor's `VudpTransport`) moves datagrams, time and bytes in and out.
+//! * **No I/O in the core.** [`Connection`] owns no socket, reads no clock, spawns no thread
+//!   and sets no timer. The bridge [`VudpTransport`] moves datagrams, time and bytes in and
+//!   out on a weir reactor, and exposes the stream as a producer/consumer pair.
 //! * **No confidentiality.** Every packet is authenticated (HMAC-SHA256), but payload
 //!   travels in clear: run TLS or another secure channel on top.
 //! * No relay negotiation, no address discovery, no NAT rebinding or migration, no
@@ -31,6 +32,7 @@
 //!
 //! # Where to start
 //!
+//! [`VudpTransport`] runs a connection on a UDP socket for a reactor chain.
 //! [`Connection`] is the state machine; its documentation gives the order of calls.
 //! [`Config`] holds the settings. [`sim`] runs two connections on a simulated network with
 //! loss, reordering and a virtual clock, for tests and benches. [`packet`] is the wire codec.
@@ -72,7 +74,7 @@
 //!
 //! | Versile | Ours |
 //! |---|---|
-//! | `VUDPTransport` | [`Connection`] (the core) and the reactor bridge `VudpTransport` |
+//! | `VUDPTransport` | [`Connection`] (the core) and the reactor bridge [`VudpTransport`] |
 //! | `FLAG_CLOSE` / `FLAG_ACK_CLOSE` | FIN + its acknowledgement, [`Connection::finish`], [`Event::Closed`] |
 //! | `FLAG_FAIL` | RESET packet, [`Connection::abort`], [`ResetCode`] |
 //! | `_SIM_LOSS_RATE` | [`sim::LinkConfig::loss`] |
@@ -92,8 +94,10 @@ pub mod packet;
 mod recovery;
 pub mod sim;
 mod stats;
+mod transport;
 
 pub use config::{Config, ConfigError};
 pub use connection::{Connection, Event, Transmit};
 pub use error::{Error, ResetCode, Violation};
 pub use stats::{DropCounts, Stats};
+pub use transport::{CloseInfo, OpenError, TransportError, VudpTransport};
