@@ -21,6 +21,7 @@ use std::path::PathBuf;
 ///   rejected *our* certificate), [`Protocol`] (a failure after the handshake), [`Truncated`]
 ///   (the transport ended in the middle of the handshake);
 /// - **the caller misused the API**: [`Closed`], [`InvalidServerName`];
+/// - **the application refused the peer**: [`Unauthorized`];
 /// - **configuration could not be built**: [`Config`], [`ReadFile`].
 ///
 /// A transport end *after* the handshake is not an error but a
@@ -41,6 +42,7 @@ use std::path::PathBuf;
 /// [`InvalidServerName`]: TlsError::InvalidServerName
 /// [`Config`]: TlsError::Config
 /// [`ReadFile`]: TlsError::ReadFile
+/// [`Unauthorized`]: TlsError::Unauthorized
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsError {
@@ -120,6 +122,13 @@ pub enum TlsError {
     /// The transport ended before the handshake finished.
     #[error("transport ended during the tls handshake")]
     Truncated,
+    /// The application refused the peer: it answered [`IoControl::Authorize`] with
+    /// [`ControlReply::Denied`] and the [`TlsElement`](crate::TlsElement) aborted its chain.
+    ///
+    /// [`IoControl::Authorize`]: weir_io::IoControl::Authorize
+    /// [`ControlReply::Denied`]: weir_io::ControlReply::Denied
+    #[error("peer refused by the application's authorize check")]
+    Unauthorized,
     /// The peer's certificate chain does not lead to a root we trust: a self-signed
     /// certificate, a missing intermediate, or a private CA that was not added with
     /// [`with_root_certificate_pem`](crate::TlsClientConfigBuilder::with_root_certificate_pem).

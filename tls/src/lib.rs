@@ -83,7 +83,9 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod config;
+mod element;
 mod error;
+pub mod net;
 mod session;
 mod transport;
 
@@ -91,5 +93,6 @@ pub use config::{
     TlsClientConfig, TlsClientConfigBuilder, TlsIdentity, TlsLimits, TlsServerConfig,
     TlsServerConfigBuilder,
 };
+pub use element::TlsElement;
 pub use error::TlsError;
 pub use session::{HandshakeInfo, TlsEvent, TlsRole, TlsSession};
