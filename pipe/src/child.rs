@@ -460,12 +460,8 @@ impl ChildInner {
                 };
                 let options =
                     rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOWAIT;
-                loop {
-                    match rustix::process::waitid(rustix::process::WaitId::Pid(pid), options) {
-                        Err(rustix::io::Errno::INTR) => continue,
-                        _ => break,
-                    }
-                }
+                let wait = || rustix::process::waitid(rustix::process::WaitId::Pid(pid), options);
+                while let Err(rustix::io::Errno::INTR) = wait() {}
                 let reactor = inner.reactor.clone();
                 if reactor.is_finished() {
                     inner.reap_blocking();

@@ -13,16 +13,16 @@ use weir_io::{attach, ByteSink, ByteSource, ByteWriter, Ending, Peer, Window};
 use weir_pipe::{ChildAgent, ChildOptions, Stderr};
 use weir_reactor::Reactor;
 
+/// Where a [`CheckSink`] sends its report.
+type Done = mpsc::Receiver<(common::Report, Vec<u8>)>;
+
 /// A pattern source feeding `child`, a checking sink after it.
 fn run_through(
     reactor: &Reactor,
     child: &ChildAgent,
     total: Option<u64>,
     check: bool,
-) -> (
-    Arc<ByteSource<PatternSource>>,
-    mpsc::Receiver<(common::Report, Vec<u8>)>,
-) {
+) -> (Arc<ByteSource<PatternSource>>, Done) {
     let source = ByteSource::new(reactor, PatternSource::new(total));
     let (hooks, done) = CheckSink::new(check);
     let sink = ByteSink::new(reactor, Window::Bytes(256 * 1024), hooks);
