@@ -260,6 +260,7 @@ pub fn attach(producer: &ProducerRef, consumer: &ConsumerRef) -> Result<(), Atta
             position: 0,
             credit: Credit::ZERO,
             credit_call_pending: false,
+            early_end: None,
         }),
     });
     p.link = Some(link.clone());
@@ -311,6 +312,8 @@ struct LinkState {
     credit: Credit,
     /// An `on_credit` call is queued already.
     credit_call_pending: bool,
+    /// An end asked for while attaching, carried out once the link opens.
+    early_end: Option<Ending>,
 }
 
 /// Life of a [`Link`].
@@ -399,10 +402,24 @@ impl Link {
 
     /// Ends the stream (producer side, reactor thread): the consumer's
     /// [`on_end`](ByteConsumer::on_end) runs once, after every byte delivered before; both
-    /// sides are then marked ended and detached. Does nothing unless the link is open.
+    /// sides are then marked ended and detached. On a link that is still attaching (its
+    /// second half has not yet run on the reactor thread, e.g. when an upstream element ends
+    /// from inside its own attach), the first end is kept and carried out as soon as the link
+    /// opens. Does nothing once the link has closed.
     #[doc(alias = "end_consume")]
     pub fn end(self: &Arc<Self>, ending: Ending) {
-        if !self.is_open() || !self.close() {
+        {
+            let mut state = self.state.lock();
+            match state.phase {
+                Phase::Attaching => {
+                    state.early_end.get_or_insert(ending);
+                    return;
+                }
+                Phase::Closed => return,
+                Phase::Open => {}
+            }
+        }
+        if !self.close() {
             return;
         }
         self.release(true);
@@ -492,6 +509,10 @@ impl Link {
         }
         if self.is_open() {
             self.consumer.on_control(&IoControl::NotifyProducerAttached);
+        }
+        let early_end = self.state.lock().early_end.take();
+        if let Some(ending) = early_end {
+            self.end(ending);
         }
     }
 

@@ -125,8 +125,8 @@ pub struct Probe {
     pub slot: LinkSlot,
     pub window: Mutex<Option<u64>>,
     pub paused: AtomicBool,
-    /// The largest credit this probe has granted on its current link.
-    pub granted: Mutex<Credit>,
+    /// The largest credit this probe has granted, and the link (by address) it was granted on.
+    pub granted: Mutex<(usize, Credit)>,
     pub data: Mutex<Vec<u8>>,
     pub endings: Mutex<Vec<Ending>>,
     pub aborts: AtomicUsize,
@@ -146,7 +146,7 @@ impl Probe {
             slot: LinkSlot::new(),
             window: Mutex::new(window),
             paused: AtomicBool::new(false),
-            granted: Mutex::new(Credit::ZERO),
+            granted: Mutex::new((0, Credit::ZERO)),
             data: Mutex::new(Vec::new()),
             endings: Mutex::new(Vec::new()),
             aborts: AtomicUsize::new(0),
@@ -170,24 +170,29 @@ impl Probe {
         rx
     }
 
-    fn credit(&self, link: &Link) -> Credit {
+    /// What this probe has granted on `link`, raised to `credit`.
+    fn raise(&self, link: &Link, credit: Credit) -> Credit {
         let mut granted = self.granted.lock();
-        if !self.paused.load(Ordering::SeqCst) {
-            let credit = match *self.window.lock() {
-                Some(n) => link.window(n),
-                None => Credit::UNLIMITED,
-            };
-            *granted = granted.raise(credit);
+        let id = link as *const Link as usize;
+        if granted.0 != id {
+            *granted = (id, Credit::ZERO);
         }
-        *granted
+        granted.1 = granted.1.raise(credit);
+        granted.1
+    }
+
+    fn credit(&self, link: &Link) -> Credit {
+        let credit = match (self.paused.load(Ordering::SeqCst), *self.window.lock()) {
+            (true, _) => Credit::ZERO,
+            (false, Some(n)) => link.window(n),
+            (false, None) => Credit::UNLIMITED,
+        };
+        self.raise(link, credit)
     }
 
     /// Grants `credit` on `link` and counts it as granted (any thread).
     pub fn grant(&self, link: &Arc<Link>, credit: Credit) {
-        {
-            let mut granted = self.granted.lock();
-            *granted = granted.raise(credit);
-        }
+        self.raise(link, credit);
         link.grant(credit);
     }
 
@@ -213,14 +218,13 @@ impl ByteConsumer for Probe {
     }
     fn on_attached(&self, link: &Arc<Link>) -> Credit {
         self.attached.fetch_add(1, Ordering::SeqCst);
-        *self.granted.lock() = Credit::ZERO;
         self.credit(link)
     }
     fn consume(&self, link: &Arc<Link>, data: Bytes) -> Credit {
         if !self.reactor.is_reactor_thread() {
             self.violations.lock().push("consume off the reactor thread".into());
         }
-        let granted = *self.granted.lock();
+        let granted = self.raise(link, Credit::ZERO);
         if data.is_empty() {
             self.violations.lock().push("empty consume".into());
         }
