@@ -78,7 +78,7 @@ pub trait WAgentHooks: Send + 'static {
 /// ```
 /// use std::sync::Arc;
 /// use bytes::Bytes;
-/// use weir_io::{ByteWAgent, ByteWriter, WAgentHooks, Window};
+/// use weir_io::{ByteWAgent, ByteWriter, WAgentHooks};
 /// use weir_reactor::Reactor;
 ///
 /// struct Echo;
