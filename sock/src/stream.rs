@@ -401,6 +401,15 @@ impl AgentInner {
             .me
             .upgrade()
             .ok_or(weir_reactor::ReactorError::Stopped)?;
+        // Connected streams are connected before the reactor can report anything about
+        // them: an error event on the first turn must not be taken for a failed connect.
+        if connected {
+            let peer = io.peer();
+            let mut state = self.state.lock();
+            state.phase = Phase::Connected;
+            state.peer = Some(peer);
+        }
+        *self.io.lock() = Some(io.clone());
         let tokens = match io.descriptors() {
             Descriptors::Shared(fd) => {
                 let interest = if connected {
@@ -449,11 +458,10 @@ impl AgentInner {
         };
         let missing_input = !tokens.shared && tokens.input.is_none();
         let missing_output = !tokens.shared && tokens.output.is_none();
-        *self.io.lock() = Some(io);
         self.state.lock().tokens = tokens;
         if connected {
             self.reactor.execute(move || {
-                me.connected();
+                me.start_serving();
                 if missing_input {
                     me.close_input(Ending::Completed);
                 }
@@ -498,6 +506,14 @@ impl AgentInner {
             }
             state.phase = Phase::Connected;
             state.peer = Some(peer);
+        }
+        self.start_serving();
+    }
+
+    /// First steps once connected: announce, write what is buffered, watch for readiness.
+    fn start_serving(&self) {
+        if self.phase() != Phase::Connected {
+            return;
         }
         self.announce();
         self.flush(true);

@@ -434,8 +434,14 @@ fn two_thousand_connections_on_one_reactor() {
     wait_for("every connection to close", || {
         clients.iter().all(|(agent, _, _)| agent.is_closed())
     });
-    for (_, _, record) in &clients {
-        assert_eq!(record.lock().ending, Some(Ending::Completed));
+    // The sink's end hook runs from the reactor queue, after the agent has closed.
+    wait_for("every chain to end", || {
+        clients
+            .iter()
+            .all(|(_, _, record)| record.lock().ending.is_some())
+    });
+    for (agent, _, record) in &clients {
+        assert_eq!(record.lock().ending, Some(Ending::Completed), "{agent:?}");
     }
     // The server side closed too: only the listener (and the reactor's own) remain.
     wait_for("the server agents to go", || {
