@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::io::{self, IoSlice};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use weir_io::Peer;
 use weir_reactor::{Direction, Reactor, ReactorError};
@@ -29,8 +28,6 @@ pub struct PipeIo {
     writer: Option<PipeWriter>,
     /// What [`StreamIo::peer`] reports.
     peer: Peer,
-    /// The agent has asked for the peer, which it does when it becomes connected.
-    connected: AtomicBool,
 }
 
 impl PipeIo {
@@ -40,7 +37,6 @@ impl PipeIo {
             reader,
             writer,
             peer: Peer::Pipe,
-            connected: AtomicBool::new(false),
         }
     }
 
@@ -123,21 +119,12 @@ impl StreamIo for PipeIo {
     }
 
     fn take_error(&self) -> io::Result<Option<io::Error>> {
-        // Work-around: `StreamAgent::new` stays in its connecting phase until a queued call
-        // runs, and an error event that comes first (a child that exited at once closes the
-        // read end of its stdin) is taken as a failed connect, which closes the agent before
-        // it has read anything. A pipe has no connect to fail: say so until connected. The
-        // agent then finds the broken pipe on its first write.
-        if !self.connected.load(Ordering::Acquire) {
-            return Ok(None);
-        }
         // The only error condition a pipe reports is a write end whose reader has gone.
         let broken = self.writer.as_ref().is_some_and(PipeWriter::is_broken);
         Ok(broken.then(|| io::ErrorKind::BrokenPipe.into()))
     }
 
     fn peer(&self) -> Peer {
-        self.connected.store(true, Ordering::Release);
         self.peer.clone()
     }
 }
