@@ -137,7 +137,6 @@ impl LinkSlot {
     pub fn mark_ended(&self) -> bool {
         std::mem::replace(&mut self.state.lock().ended, true)
     }
-
 }
 
 impl SlotState {

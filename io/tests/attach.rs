@@ -25,8 +25,14 @@ fn attaching_the_same_pair_twice_is_a_no_op() {
     let link = p.slot.link().expect("attached");
     assert!(Arc::ptr_eq(&link, &c.slot.link().expect("attached")));
     // Item 25: one notification each way, once.
-    assert_eq!(*p.controls.lock(), vec!["NotifyConsumerAttached".to_string()]);
-    assert_eq!(*c.controls.lock(), vec!["NotifyProducerAttached".to_string()]);
+    assert_eq!(
+        *p.controls.lock(),
+        vec!["NotifyConsumerAttached".to_string()]
+    );
+    assert_eq!(
+        *c.controls.lock(),
+        vec!["NotifyProducerAttached".to_string()]
+    );
 }
 
 #[test]
@@ -105,7 +111,11 @@ fn counters_reset_when_attached_again_after_detach() {
     assert!(p.slot.link().is_none() && c.slot.link().is_none());
     link.detach();
     rt.settle();
-    assert_eq!(p.detached.load(Ordering::SeqCst), 1, "a second detach does nothing");
+    assert_eq!(
+        p.detached.load(Ordering::SeqCst),
+        1,
+        "a second detach does nothing"
+    );
 
     attach(&p.producer(), &c.consumer()).unwrap();
     rt.settle();
@@ -133,7 +143,10 @@ fn the_link_refuses_data_beyond_credit_and_unlimited_is_sticky() {
     let l = link.clone();
     let refused = rt.on_reactor(move || l.deliver(bytes::Bytes::from_static(b"four")));
     assert_eq!(refused, Err(DeliverError::NoCredit { remaining: 3 }));
-    assert!(c.data.lock().is_empty(), "nothing of a refused chunk is delivered");
+    assert!(
+        c.data.lock().is_empty(),
+        "nothing of a refused chunk is delivered"
+    );
     link.grant(Credit::UNLIMITED);
     link.grant(Credit::upto(5));
     assert!(link.credit().is_unlimited(), "unlimited stays unlimited");
@@ -255,7 +268,11 @@ fn repeated_end_and_abort_do_nothing() {
     });
     link.abort();
     rt.settle();
-    assert_eq!(*c.endings.lock(), vec![Ending::Lost], "the first ending, once");
+    assert_eq!(
+        *c.endings.lock(),
+        vec![Ending::Lost],
+        "the first ending, once"
+    );
     assert_eq!(c.aborts.load(Ordering::SeqCst), 0);
     assert_eq!(p.aborts.load(Ordering::SeqCst), 0);
     assert_eq!(c.detached.load(Ordering::SeqCst), 0);

@@ -239,12 +239,24 @@ impl Chain {
 
     /// Every link slot of every element.
     fn links(&self) -> Vec<(String, Option<Arc<Link>>)> {
-        let mut out = vec![("head".to_string(), self.head_producer().producer_slot().link())];
+        let mut out = vec![(
+            "head".to_string(),
+            self.head_producer().producer_slot().link(),
+        )];
         for (i, (_, pair)) in self.filters.iter().enumerate() {
-            out.push((format!("filter {i} in"), pair.consumer.consumer_slot().link()));
-            out.push((format!("filter {i} out"), pair.producer.producer_slot().link()));
+            out.push((
+                format!("filter {i} in"),
+                pair.consumer.consumer_slot().link(),
+            ));
+            out.push((
+                format!("filter {i} out"),
+                pair.producer.producer_slot().link(),
+            ));
         }
-        out.push(("tail".to_string(), self.tail_consumer().consumer_slot().link()));
+        out.push((
+            "tail".to_string(),
+            self.tail_consumer().consumer_slot().link(),
+        ));
         out
     }
 
@@ -259,7 +271,11 @@ impl Chain {
             assert!(p.violations.lock().is_empty(), "{:?}", p.violations.lock());
         }
         if let Head::Pusher(p) = &self.head {
-            assert!(p.refusals.lock().is_empty(), "refused: {:?}", p.refusals.lock());
+            assert!(
+                p.refusals.lock().is_empty(),
+                "refused: {:?}",
+                p.refusals.lock()
+            );
         }
     }
 }
@@ -269,7 +285,8 @@ impl Chain {
 fn disturb(rt: &Running, chain: &Arc<Chain>, plan: &Plan) -> thread::JoinHandle<()> {
     if let Some((at, len)) = plan.timer_pause {
         let c = chain.clone();
-        rt.reactor.schedule(Duration::from_millis(at), move || c.pause());
+        rt.reactor
+            .schedule(Duration::from_millis(at), move || c.pause());
         let c = chain.clone();
         rt.reactor
             .schedule(Duration::from_millis(at + len), move || c.resume());
@@ -293,7 +310,11 @@ fn run_to_end(plan: Plan) {
     chain.feed(&plan.chunks, Some(plan.ending), false);
     let mut out = Vec::new();
     let ending = loop {
-        match chain.events().recv_timeout(PATIENCE).expect("the chain stalled") {
+        match chain
+            .events()
+            .recv_timeout(PATIENCE)
+            .expect("the chain stalled")
+        {
             Event::Data(d) => out.extend_from_slice(&d),
             Event::End(e) => break e,
         }
@@ -307,11 +328,16 @@ fn run_to_end(plan: Plan) {
     if let Some((at, len)) = plan.timer_pause {
         let (tx, rx) = mpsc::channel();
         rt.reactor
-            .schedule(Duration::from_millis(at + len + 1), move || tx.send(()).unwrap());
+            .schedule(Duration::from_millis(at + len + 1), move || {
+                tx.send(()).unwrap()
+            });
         rx.recv_timeout(PATIENCE).unwrap();
     }
     rt.settle();
-    assert!(chain.events().try_recv().is_err(), "a second end or late data");
+    assert!(
+        chain.events().try_recv().is_err(),
+        "a second end or late data"
+    );
     chain.check_elements();
     chain.assert_all_detached();
     if let Tail::Probe(p, _) = &chain.tail {
@@ -338,7 +364,11 @@ fn run_abort(plan: Plan, at: AbortAt, after: usize) {
     let after = after.min(input.len());
     let mut out = Vec::new();
     while out.len() < after {
-        match chain.events().recv_timeout(PATIENCE).expect("the chain stalled") {
+        match chain
+            .events()
+            .recv_timeout(PATIENCE)
+            .expect("the chain stalled")
+        {
             Event::Data(d) => out.extend_from_slice(&d),
             Event::End(e) => panic!("ended ({e}) without an end or abort"),
         }
@@ -389,7 +419,11 @@ fn run_abort(plan: Plan, at: AbortAt, after: usize) {
     abort();
     // The tail hears of it: an end Lost (sink) or on_abort (probe).
     loop {
-        match chain.events().recv_timeout(PATIENCE).expect("the abort reached the tail") {
+        match chain
+            .events()
+            .recv_timeout(PATIENCE)
+            .expect("the abort reached the tail")
+        {
             Event::Data(d) => out.extend_from_slice(&d),
             Event::End(e) => {
                 assert_eq!(e, Ending::Lost);
@@ -405,7 +439,10 @@ fn run_abort(plan: Plan, at: AbortAt, after: usize) {
     };
     wait_until("the abort to reach the head", head_aborted);
     rt.settle();
-    assert!(input.starts_with(&out), "the tail got a prefix of the input");
+    assert!(
+        input.starts_with(&out),
+        "the tail got a prefix of the input"
+    );
     chain.assert_all_detached();
     chain.check_elements();
     // Again: nothing happens.

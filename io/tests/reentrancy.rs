@@ -12,8 +12,8 @@ use std::thread;
 use bytes::Bytes;
 use common::{collect_until_end, wait_until, Event, Probe, Running, PATIENCE};
 use weir_io::{
-    attach, AttachError, ByteFilter, ByteProducer, ByteSink, ByteWAgent, ByteWriter, Ending,
-    Link, SinkHooks, WAgentHooks, Window, WriteError,
+    attach, AttachError, ByteFilter, ByteProducer, ByteSink, ByteWAgent, ByteWriter, Ending, Link,
+    SinkHooks, WAgentHooks, Window, WriteError,
 };
 
 /// Echoes everything back through the agent's writer, from inside `consume`.
@@ -21,7 +21,9 @@ struct Echo;
 
 impl WAgentHooks for Echo {
     fn on_data(&mut self, writer: &Arc<ByteWriter>, data: Bytes) {
-        writer.write(data).expect("the sink grants only what the writer can hold");
+        writer
+            .write(data)
+            .expect("the sink grants only what the writer can hold");
     }
 }
 
@@ -63,7 +65,11 @@ fn two_agents_echo_through_each_other() {
     });
     expected.extend(sent.join().unwrap());
     let (echoed, ending) = collect_until_end(&rx);
-    assert_eq!(ending, Ending::Completed, "the echo's default on_end ends its writer");
+    assert_eq!(
+        ending,
+        Ending::Completed,
+        "the echo's default on_end ends its writer"
+    );
     assert_eq!(echoed.len(), expected.len());
     assert!(echoed == expected, "echoed bytes differ");
 }
@@ -92,7 +98,11 @@ fn a_consumer_writes_back_into_its_own_writer_from_inside_consume() {
     wait_until("the end", || !probe.endings.lock().is_empty());
     assert_eq!(*probe.data.lock(), (0..=255u8).collect::<Vec<_>>());
     assert_eq!(*probe.endings.lock(), vec![Ending::Completed]);
-    assert!(probe.violations.lock().is_empty(), "{:?}", probe.violations.lock());
+    assert!(
+        probe.violations.lock().is_empty(),
+        "{:?}",
+        probe.violations.lock()
+    );
 }
 
 #[test]
@@ -128,7 +138,10 @@ fn an_abort_from_inside_consume_reaches_both_ends_and_detaches_everything() {
         assert!(link.is_none(), "{name} still attached");
     }
     let got = probe.data.lock().len();
-    assert!((20..24).contains(&got), "stopped right after the abort, got {got}");
+    assert!(
+        (20..24).contains(&got),
+        "stopped right after the abort, got {got}"
+    );
     assert!(probe.endings.lock().is_empty(), "an abort is not an end");
     assert_eq!(probe.aborts.load(Ordering::SeqCst), 1);
 }
@@ -222,10 +235,18 @@ fn attach_and_detach_race_with_writes_from_other_threads() {
         wait_until("the end", || !probe.endings.lock().is_empty());
         let data = probe.data.lock();
         let expected: Vec<u8> = (0..WRITES).flat_map(|i| i.to_be_bytes()).collect();
-        assert_eq!(data.len(), expected.len(), "pair {n}: bytes lost or duplicated");
+        assert_eq!(
+            data.len(),
+            expected.len(),
+            "pair {n}: bytes lost or duplicated"
+        );
         assert!(*data == expected, "pair {n}: bytes out of order");
         assert_eq!(*probe.endings.lock(), vec![Ending::Completed]);
-        assert!(probe.violations.lock().is_empty(), "{:?}", probe.violations.lock());
+        assert!(
+            probe.violations.lock().is_empty(),
+            "{:?}",
+            probe.violations.lock()
+        );
         assert_eq!(
             probe.attached.load(Ordering::SeqCst),
             probe.detached.load(Ordering::SeqCst) + 1,

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::thread;
 
 use common::{collect_until_end, Collect, Probe, Running, PATIENCE};
-use weir_io::{attach, ByteSink, ByteWriter, Ending, WriteError, Window};
+use weir_io::{attach, ByteSink, ByteWriter, Ending, Window, WriteError};
 
 #[test]
 fn write_after_end_write_fails_and_the_first_ending_is_kept() {
@@ -45,7 +45,11 @@ fn abort_writer_clears_the_buffer_and_aborts_the_consumer() {
     });
     writer.abort_writer();
     rt.settle();
-    assert_eq!(probe.aborts.load(Ordering::SeqCst), 1, "a second abort does nothing");
+    assert_eq!(
+        probe.aborts.load(Ordering::SeqCst),
+        1,
+        "a second abort does nothing"
+    );
     assert!(probe.data.lock().is_empty());
     assert!(probe.endings.lock().is_empty());
     assert!(writer.producer_slot_link().is_none() && probe.slot.link().is_none());
@@ -105,7 +109,10 @@ fn writes_from_many_threads_keep_each_threads_order() {
         let i = (data[at + 1] as usize) << 8 | data[at + 2] as usize;
         assert_eq!(i, next[t], "thread {t} out of order");
         let len = 3 + (i * 7 + t) % 40;
-        assert!(data[at + 3..at + len].iter().all(|&b| b as usize == t), "torn write");
+        assert!(
+            data[at + 3..at + len].iter().all(|&b| b as usize == t),
+            "torn write"
+        );
         next[t] += 1;
         at += len;
     }
@@ -124,15 +131,25 @@ fn full_writes_fail_whole_and_on_room_fires_when_half_is_free() {
     });
     writer.write(&b"12345678"[..]).unwrap();
     assert_eq!(writer.write(&b"abc"[..]), Err(WriteError::Full { free: 2 }));
-    assert_eq!(writer.buffered(), 8, "nothing of a refused write is buffered");
+    assert_eq!(
+        writer.buffered(),
+        8,
+        "nothing of a refused write is buffered"
+    );
     let probe = Probe::new(&rt.reactor, Some(0));
     attach(&writer.producer(), &probe.consumer()).unwrap();
     rt.settle();
-    assert!(room_rx.try_recv().is_err(), "no room yet: nothing was delivered");
+    assert!(
+        room_rx.try_recv().is_err(),
+        "no room yet: nothing was delivered"
+    );
     let link = probe.slot.link().unwrap();
     probe.grant(&link, weir_io::Credit::upto(2));
     rt.settle();
-    assert!(room_rx.try_recv().is_err(), "6 of 10 buffered: not yet half free");
+    assert!(
+        room_rx.try_recv().is_err(),
+        "6 of 10 buffered: not yet half free"
+    );
     probe.grant(&link, weir_io::Credit::upto(6));
     let free = room_rx.recv_timeout(PATIENCE).expect("on_room fires");
     assert!(free * 2 >= 10, "at least half free, got {free}");

@@ -43,7 +43,11 @@ fn stop_from_inside_a_call_drops_the_rest_of_the_batch() {
     let thread = reactor.start().unwrap();
     thread.join().unwrap();
     let ran = ran.lock().clone();
-    assert_eq!(ran, vec![0, 1, 2], "calls after the stop and pending timers are dropped");
+    assert_eq!(
+        ran,
+        vec![0, 1, 2],
+        "calls after the stop and pending timers are dropped"
+    );
 }
 
 /// Item 5: `execute` and `call` from one foreign thread run in call order.
@@ -76,11 +80,9 @@ fn cancel_racing_with_the_deadline_is_exact() {
     let mut timers = Vec::new();
     for i in 0..2000u64 {
         let ran = ran.clone();
-        timers.push(
-            reactor.schedule(Duration::from_micros(i % 500), move || {
-                ran.fetch_add(1, Ordering::SeqCst);
-            }),
-        );
+        timers.push(reactor.schedule(Duration::from_micros(i % 500), move || {
+            ran.fetch_add(1, Ordering::SeqCst);
+        }));
     }
     let cancelled = timers.iter().filter(|t| t.cancel()).count();
     // A marker after every deadline: by then each timer either ran or was cancelled.
@@ -193,8 +195,12 @@ fn a_handle_removed_earlier_in_a_batch_is_not_called() {
     let (a2, mut b2) = UnixStream::pair().unwrap();
     let h1 = Handle::new(&reactor);
     let h2 = Handle::new(&reactor);
-    let t1 = reactor.register(a1.as_fd(), Interest::READ, h1.clone()).unwrap();
-    let t2 = reactor.register(a2.as_fd(), Interest::READ, h2.clone()).unwrap();
+    let t1 = reactor
+        .register(a1.as_fd(), Interest::READ, h1.clone())
+        .unwrap();
+    let t2 = reactor
+        .register(a2.as_fd(), Interest::READ, h2.clone())
+        .unwrap();
     // Each removes the other: whichever the batch calls first, the other is never called.
     *h1.victim.lock() = Some(t2);
     *h2.victim.lock() = Some(t1);
@@ -209,7 +215,10 @@ fn a_handle_removed_earlier_in_a_batch_is_not_called() {
         thread::yield_now();
     }
     on_reactor(&r, || ());
-    let (c1, c2) = (h1.calls.load(Ordering::SeqCst), h2.calls.load(Ordering::SeqCst));
+    let (c1, c2) = (
+        h1.calls.load(Ordering::SeqCst),
+        h2.calls.load(Ordering::SeqCst),
+    );
     assert!(
         (c1 == 0) != (c2 == 0),
         "exactly one handle ran (h1 {c1}, h2 {c2})"

@@ -63,7 +63,10 @@ impl Drop for Running {
 }
 
 /// Runs `f` on the reactor thread and returns its result.
-pub fn on_reactor<R: Send + 'static>(reactor: &Reactor, f: impl FnOnce() -> R + Send + 'static) -> R {
+pub fn on_reactor<R: Send + 'static>(
+    reactor: &Reactor,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> R {
     let (tx, rx) = mpsc::channel();
     reactor.call(move || {
         let _ = tx.send(f());
@@ -222,7 +225,9 @@ impl ByteConsumer for Probe {
     }
     fn consume(&self, link: &Arc<Link>, data: Bytes) -> Credit {
         if !self.reactor.is_reactor_thread() {
-            self.violations.lock().push("consume off the reactor thread".into());
+            self.violations
+                .lock()
+                .push("consume off the reactor thread".into());
         }
         let granted = self.raise(link, Credit::ZERO);
         if data.is_empty() {
@@ -343,7 +348,9 @@ impl Pusher {
             let remaining = link.remaining();
             let chunk = {
                 let mut queue = self.queue.lock();
-                let Some(front) = queue.front_mut() else { break };
+                let Some(front) = queue.front_mut() else {
+                    break;
+                };
                 if remaining == 0 {
                     return;
                 }
