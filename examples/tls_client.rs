@@ -1,0 +1,126 @@
+//! A TLS client: standard input goes to the server, the server's bytes go to standard output.
+//!
+//! ```text
+//! cargo run --example tls_client -- localhost:8443 --ca ca.pem
+//! ```
+//!
+//! The host name is sent as SNI and checked against the server's certificate, which must lead
+//! to the system's trusted roots or to the `--ca` file. At the end of standard input the client
+//! sends close_notify; it exits 0 once the server has closed cleanly, and 1 with the reason
+//! (certificate rejected, truncated, connection refused, ...) otherwise.
+
+use std::io::{Read, Write};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use weir::io::{ByteIoPair, ByteSink, ByteWriter, Ending, Link, SinkHooks, Window, WriteError};
+use weir::reactor::Reactor;
+use weir::sock::ConnectOptions;
+use weir::tls::{net, TlsClientConfig};
+
+/// Copies the server's bytes to standard output and reports the end.
+struct Stdout {
+    out: std::io::Stdout,
+    ended: mpsc::Sender<Ending>,
+}
+
+impl SinkHooks for Stdout {
+    fn on_data(&mut self, _link: &Arc<Link>, data: Bytes) {
+        let _ = self.out.write_all(&data);
+        let _ = self.out.flush();
+    }
+
+    fn on_end(&mut self, ending: Ending) {
+        let _ = self.ended.send(ending);
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (target, ca) = match args.as_slice() {
+        [target] => (target, None),
+        [target, flag, ca] if flag == "--ca" => (target, Some(ca)),
+        _ => {
+            eprintln!("usage: tls_client HOST:PORT [--ca CA.pem]");
+            std::process::exit(2);
+        }
+    };
+    let (host, port) = target.rsplit_once(':').ok_or("expected HOST:PORT")?;
+    let port: u16 = port.parse()?;
+    let mut builder = TlsClientConfig::builder();
+    if let Some(ca) = ca {
+        builder = builder.with_root_certificate_pem(&std::fs::read(ca)?);
+    }
+    let config = builder.build()?;
+
+    let reactor = Reactor::new()?;
+    let thread = reactor.start()?;
+    let connection = net::connect_host(&reactor, host, port, &config, ConnectOptions::default())?;
+    let (ended_tx, ended) = mpsc::channel();
+    let sink = ByteSink::new(
+        &reactor,
+        Window::Bytes(64 * 1024),
+        Stdout {
+            out: std::io::stdout(),
+            ended: ended_tx,
+        },
+    );
+    let writer = ByteWriter::new(&reactor, 64 * 1024);
+    let (room_tx, room) = mpsc::channel();
+    writer.set_on_room(move || {
+        let _ = room_tx.send(());
+    });
+    connection
+        .plain
+        .attach(&ByteIoPair::new(sink.consumer(), writer.producer()))?;
+
+    // Standard input on a thread of its own: blocking reads never touch the reactor.
+    let stdin_writer = writer.clone();
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = vec![0; 16 * 1024];
+        loop {
+            let n = match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let chunk = Bytes::copy_from_slice(&buf[..n]);
+            loop {
+                match stdin_writer.write(chunk.clone()) {
+                    Ok(()) => break,
+                    // Wait until the writer has room again (the server reads slowly).
+                    Err(WriteError::Full { .. }) => {
+                        if room.recv().is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+        }
+        stdin_writer.end_write(Ending::Completed);
+    });
+
+    let ending = ended.recv()?;
+    reactor.stop();
+    let _ = thread.join();
+    match ending {
+        Ending::Completed => Ok(()),
+        Ending::Lost => {
+            let handshake_done = connection.tls.is_handshake_done();
+            let reason = match (connection.tls.error(), connection.agent.error()) {
+                // The socket never carried a handshake: its error is the reason.
+                (_, Some(error)) if !handshake_done => error.to_string(),
+                (Some(error), _) => error.to_string(),
+                (None, _) if connection.tls.is_truncated() => {
+                    "connection closed without close_notify (truncated)".to_string()
+                }
+                (None, Some(error)) => error.to_string(),
+                (None, None) => "connection lost".to_string(),
+            };
+            eprintln!("tls_client: {reason}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! The TLS examples run as processes on loopback: the echo server against `openssl s_client`,
+//! the client against `openssl s_server`, and the two examples against each other.
+
+#[path = "../tls/tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::pki;
+
+/// Bound on every wait; reached only when something is broken.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A child process killed (and reaped) when the test ends, however it ends.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl ChildGuard {
+    /// Waits for the child to exit, at most until `DEADLINE`.
+    fn wait(&mut self) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(start.elapsed() < DEADLINE, "child did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The child's stderr, once it has exited.
+    fn stderr(&mut self) -> String {
+        let mut text = String::new();
+        if let Some(stderr) = self.0.stderr.as_mut() {
+            let _ = stderr.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// Drops the child's stdin: its end of file.
+    fn close_stdin(&mut self) {
+        drop(self.0.stdin.take());
+    }
+}
+
+/// Reads `stdout` line by line on a thread; [`wait_for`] consumes the lines.
+fn lines(stdout: ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 0 {
+            if tx.send(std::mem::take(&mut line)).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Takes lines until one contains `needle`; returns everything taken. Stops early at the end
+/// of the output or at `DEADLINE`.
+fn wait_for(lines: &mpsc::Receiver<String>, needle: &str) -> String {
+    let start = Instant::now();
+    let mut text = String::new();
+    while let Ok(line) = lines.recv_timeout(DEADLINE.saturating_sub(start.elapsed())) {
+        text.push_str(&line);
+        if line.contains(needle) {
+            break;
+        }
+    }
+    text
+}
+
+/// The examples, built once per test binary with the same profile as this test, into a
+/// target directory of their own (the outer cargo may still hold the main one).
+fn example(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        // .../target/<profile>/deps/tls_examples-<hash>
+        let profile_dir = exe.parent().unwrap().parent().unwrap();
+        let target = profile_dir.parent().unwrap().join("tls-examples");
+        let release = profile_dir.file_name().unwrap() == "release";
+        let mut command = Command::new(env!("CARGO"));
+        command
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["build", "-p", "weir", "--example", "tls_echo_server"])
+            .args(["--example", "tls_client"])
+            .env("CARGO_TARGET_DIR", &target);
+        if release {
+            command.arg("--release");
+        }
+        let status = command.status().expect("cargo runs");
+        assert!(status.success(), "building the examples failed");
+        target
+            .join(if release { "release" } else { "debug" })
+            .join("examples")
+    });
+    dir.join(name)
+}
+
+/// Writes the test certificates into `dir`: (ca.pem, localhost.pem, localhost-key.pem).
+fn write_certificates(dir: &Path) -> (String, String, String) {
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    (
+        write("ca.pem", &pki().ca.cert_pem),
+        write("localhost.pem", &pki().localhost.cert_pem),
+        write("localhost-key.pem", &pki().localhost.key_pem),
+    )
+}
+
+/// Starts the echo server example on an ephemeral port; returns it and its address.
+fn start_echo_server(cert: &str, key: &str) -> (ChildGuard, String) {
+    let mut child = ChildGuard(
+        Command::new(example("tls_echo_server"))
+            .args(["127.0.0.1:0", cert, key])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let text = wait_for(&lines(stdout), "listening on");
+    let address = text
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {text:?}"))
+        .to_string();
+    (child, address)
+}
+
+/// Starts the client example.
+fn start_client(target: &str, ca: Option<&str>) -> ChildGuard {
+    let mut command = Command::new(example("tls_client"));
+    command.arg(target);
+    if let Some(ca) = ca {
+        command.args(["--ca", ca]);
+    }
+    ChildGuard(
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn echo_server_example_against_openssl_s_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = write_certificates(dir.path());
+    let (_server, address) = start_echo_server(&cert, &key);
+    let mut client = ChildGuard(
+        Command::new("openssl")
+            .args(["s_client", "-connect", &address, "-servername", "localhost"])
+            .args([
+                "-CAfile",
+                &ca,
+                "-verify_return_error",
+                "-quiet",
+                "-no_ign_eof",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the openssl command line tool is needed"),
+    );
+    let echoed = lines(client.0.stdout.take().unwrap());
+    let stdin = client.0.stdin.as_mut().unwrap();
+    // Not a line starting with Q, R or K: s_client reads those as commands.
+    stdin.write_all(b"hello from s_client\n").unwrap();
+    stdin.flush().unwrap();
+    let text = wait_for(&echoed, "hello from s_client");
+    if !text.contains("hello from s_client") {
+        client.close_stdin();
+        client.wait();
+        panic!("s_client printed {text:?}: {}", client.stderr());
+    }
+    client.close_stdin();
+    let status = client.wait();
+    assert!(status.success(), "s_client: {}", client.stderr());
+}
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn client_example_against_openssl_s_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = write_certificates(dir.path());
+    let port = free_port().to_string();
+    let mut server = ChildGuard(
+        Command::new("openssl")
+            .args(["s_server", "-accept", &port, "-cert", &cert, "-key", &key])
+            .args(["-naccept", "1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the openssl command line tool is needed"),
+    );
+    // s_server prints ACCEPT once it listens.
+    let server_out = lines(server.0.stdout.take().unwrap());
+    let text = wait_for(&server_out, "ACCEPT");
+    assert!(text.contains("ACCEPT"), "s_server did not start: {text:?}");
+
+    let mut client = start_client(&format!("localhost:{port}"), Some(&ca));
+    let client_out = lines(client.0.stdout.take().unwrap());
+    let stdin = client.0.stdin.as_mut().unwrap();
+    stdin.write_all(b"from weir\n").unwrap();
+    stdin.flush().unwrap();
+    let text = wait_for(&server_out, "from weir");
+    assert!(text.contains("from weir"), "s_server got {text:?}");
+
+    let server_in = server.0.stdin.as_mut().unwrap();
+    server_in.write_all(b"from s_server\n").unwrap();
+    server_in.flush().unwrap();
+    let text = wait_for(&client_out, "from s_server");
+    assert!(text.contains("from s_server"), "client got {text:?}");
+
+    // End of input: close_notify; s_server answers with its own and the client exits 0.
+    client.close_stdin();
+    let status = client.wait();
+    assert!(status.success(), "tls_client: {}", client.stderr());
+}
+
+#[test]
+fn client_example_through_echo_server_example_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = write_certificates(dir.path());
+    let (_server, address) = start_echo_server(&cert, &key);
+    let port = address.rsplit_once(':').unwrap().1;
+    let mut client = start_client(&format!("localhost:{port}"), Some(&ca));
+    let data = common::pattern(16 * 1024 * 1024, 3);
+    let mut stdin = client.0.stdin.take().unwrap();
+    let input = data.clone();
+    let feeder = std::thread::spawn(move || {
+        stdin.write_all(&input).unwrap();
+        // Dropping stdin ends the client's input: close_notify follows.
+    });
+    let mut stdout = client.0.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        stdout.read_to_end(&mut out).unwrap();
+        out
+    });
+    let status = client.wait();
+    feeder.join().unwrap();
+    let echoed = reader.join().unwrap();
+    assert!(status.success(), "tls_client: {}", client.stderr());
+    assert_eq!(echoed.len(), data.len());
+    assert!(echoed == data, "the echo differs from what was sent");
+}
+
+#[test]
+fn client_example_rejects_an_unknown_issuer_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_ca, cert, key) = write_certificates(dir.path());
+    let (_server, address) = start_echo_server(&cert, &key);
+    let port = address.rsplit_once(':').unwrap().1;
+    // No --ca: the test CA is not among the system's roots.
+    let mut client = start_client(&format!("localhost:{port}"), None);
+    let status = client.wait();
+    let stderr = client.stderr();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("not issued by a trusted authority"),
+        "{stderr}"
+    );
+}
