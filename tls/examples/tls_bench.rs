@@ -6,7 +6,7 @@
 //! ```
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unreachable_pub, missing_docs)]
+#[allow(missing_docs)]
 mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
