@@ -39,6 +39,9 @@ pub(crate) fn report(path: &std::path::Path) -> io::Result<()> {
     Ok(())
 }
 
+/// What a [`FileConsumer`] reports at the end: bytes written and how the stream ended.
+pub(crate) type Outcome = io::Result<(usize, Ending)>;
+
 /// How many bytes a [`FileConsumer`] buffers before it stops granting credit.
 const WINDOW: usize = 4096;
 
@@ -58,7 +61,7 @@ pub(crate) struct FileConsumer {
     /// File, buffer and flags.
     state: Mutex<FileState>,
     /// Where the outcome goes.
-    done: Mutex<Option<mpsc::Sender<io::Result<(usize, Ending)>>>>,
+    done: Mutex<Option<mpsc::Sender<Outcome>>>,
 }
 
 /// Mutable part of a [`FileConsumer`].
@@ -81,10 +84,7 @@ impl FileConsumer {
     pub(crate) fn new(
         reactor: &Reactor,
         file: File,
-    ) -> (
-        Arc<FileConsumer>,
-        mpsc::Receiver<io::Result<(usize, Ending)>>,
-    ) {
+    ) -> (Arc<FileConsumer>, mpsc::Receiver<Outcome>) {
         let (tx, rx) = mpsc::channel();
         let consumer = Arc::new_cyclic(|me| FileConsumer {
             reactor: reactor.clone(),

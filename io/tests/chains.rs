@@ -112,10 +112,13 @@ fn plans() -> impl Strategy<Value = Plan> {
         )
 }
 
+/// A filter that copies its input.
+type CopyFilter = ByteFilter<fn(Bytes) -> Bytes>;
+
 /// A built chain.
 struct Chain {
     head: Head,
-    filters: Vec<(ByteFilter<fn(Bytes) -> Bytes>, ByteIoPair)>,
+    filters: Vec<(CopyFilter, ByteIoPair)>,
     tail: Tail,
 }
 

@@ -206,7 +206,7 @@ fn attach_and_detach_race_with_writes_from_other_threads() {
             if let Some(link) = p.slot.link() {
                 link.detach();
                 wait_until("the detach", || {
-                    !link.is_open() && p.slot.link().map_or(true, |l| !Arc::ptr_eq(&l, &link))
+                    !link.is_open() && p.slot.link().is_none_or(|l| !Arc::ptr_eq(&l, &link))
                 });
             }
             match attach(&w.producer(), &p.consumer()) {

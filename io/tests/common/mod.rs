@@ -121,6 +121,9 @@ pub fn collect_until_end(rx: &mpsc::Receiver<Event>) -> (Vec<u8>, Ending) {
     }
 }
 
+/// A callback a [`Probe`] runs inside `consume`.
+pub type OnConsume = Box<dyn FnMut(&Arc<Link>, &Bytes) + Send>;
+
 /// A checking consumer: grants `window` bytes ahead (or nothing while paused), checks at every
 /// `consume` that the position never passes what it granted itself, and records everything.
 pub struct Probe {
@@ -138,7 +141,7 @@ pub struct Probe {
     pub controls: Mutex<Vec<String>>,
     pub violations: Mutex<Vec<String>>,
     /// Called with the data inside `consume` (to test re-entrancy).
-    pub on_consume: Mutex<Option<Box<dyn FnMut(&Arc<Link>, &Bytes) + Send>>>,
+    pub on_consume: Mutex<Option<OnConsume>>,
     pub events: Mutex<Option<mpsc::Sender<Event>>>,
 }
 

@@ -1,0 +1,230 @@
+//! Throughput of a 4-stage in-memory chain, weir against tokio, plus the cost of a cross-thread
+//! `Reactor::call` and of a timer insert + cancel.
+//!
+//! ```text
+//! weir:  ByteSource ─▶ ByteFilter ─▶ ByteFilter ─▶ ByteSink        (one reactor thread)
+//! tokio: task ─duplex─▶ task ─duplex─▶ task ─duplex─▶ task          (current-thread runtime)
+//! ```
+//!
+//! Run with `cargo bench -p weir-bench --bench chain`. Without `--bench` (as under
+//! `cargo test --all-targets`) it runs a tiny smoke version and prints nothing.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weir_io::{attach, ByteFilter, ByteSink, ByteSource, Ending, Produce, SourceHooks, Window};
+use weir_reactor::Reactor;
+
+/// Each stage's buffer: filter capacity, sink window, duplex size.
+const BUFFER: usize = 256 * 1024;
+
+/// Serves `count` chunks of `chunk`, then the end.
+struct Repeat {
+    chunk: Bytes,
+    left: u64,
+}
+
+impl SourceHooks for Repeat {
+    fn produce(&mut self, _max: usize) -> Produce {
+        if self.left == 0 {
+            return Produce::End(Ending::Completed);
+        }
+        self.left -= 1;
+        // More than `max` is fine: the source holds the rest for the next turn.
+        Produce::Data(self.chunk.clone())
+    }
+}
+
+/// Moves `count` chunks of `size` bytes through a weir chain; returns the elapsed time.
+fn weir_chain(size: usize, count: u64) -> Duration {
+    let reactor = Reactor::new().expect("poller");
+    let thread = reactor.start().expect("reactor");
+    let received = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = mpsc::channel();
+    let r = received.clone();
+    let sink = ByteSink::new(
+        &reactor,
+        Window::Bytes(BUFFER as u64),
+        move |data: Bytes| {
+            r.fetch_add(data.len() as u64, Ordering::Relaxed);
+        },
+    );
+    let f1 = ByteFilter::new(&reactor, BUFFER, |b| b);
+    let f2 = ByteFilter::new(&reactor, BUFFER, |b| b);
+    let (p1, p2) = (f1.io_pair(), f2.io_pair());
+    let source = ByteSource::new(
+        &reactor,
+        Repeat {
+            chunk: Bytes::from(vec![0x5a; size]),
+            left: count,
+        },
+    );
+    attach(&p2.producer, &sink.consumer()).expect("attach");
+    attach(&p1.producer, &p2.consumer).expect("attach");
+    let begun = Instant::now();
+    attach(&source.producer(), &p1.consumer).expect("attach");
+    // Wait for the end: poll the sink from the reactor thread after each turn.
+    let s = sink.clone();
+    let r = reactor.clone();
+    fn check<H: weir_io::SinkHooks>(s: Arc<ByteSink<H>>, r: Reactor, tx: mpsc::Sender<()>) {
+        if s.is_ended() {
+            let _ = tx.send(());
+        } else {
+            let r2 = r.clone();
+            r.call(move || check(s, r2, tx));
+        }
+    }
+    reactor.call(move || check(s, r, tx));
+    rx.recv_timeout(Duration::from_secs(120))
+        .expect("the chain ends");
+    let elapsed = begun.elapsed();
+    assert_eq!(received.load(Ordering::Relaxed), size as u64 * count);
+    reactor.stop();
+    thread.join().expect("reactor thread");
+    elapsed
+}
+
+/// The same through four tokio tasks joined by `tokio::io::duplex`.
+fn tokio_chain(size: usize, count: u64) -> Duration {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let (mut a_w, a_r) = tokio::io::duplex(BUFFER);
+        let (b_w, b_r) = tokio::io::duplex(BUFFER);
+        let (c_w, mut c_r) = tokio::io::duplex(BUFFER);
+        let begun = Instant::now();
+        let chunk = vec![0x5au8; size];
+        let source = tokio::spawn(async move {
+            for _ in 0..count {
+                a_w.write_all(&chunk).await.expect("write");
+            }
+            a_w.shutdown().await.expect("shutdown");
+        });
+        let relay = |mut from: tokio::io::DuplexStream, mut to: tokio::io::DuplexStream| async move {
+            let mut buf = vec![0u8; size];
+            loop {
+                let n = from.read(&mut buf).await.expect("read");
+                if n == 0 {
+                    break;
+                }
+                to.write_all(&buf[..n]).await.expect("write");
+            }
+            to.shutdown().await.expect("shutdown");
+        };
+        let f1 = tokio::spawn(relay(a_r, b_w));
+        let f2 = tokio::spawn(relay(b_r, c_w));
+        let sink = tokio::spawn(async move {
+            let mut buf = vec![0u8; size];
+            let mut total = 0u64;
+            loop {
+                let n = c_r.read(&mut buf).await.expect("read");
+                if n == 0 {
+                    break total;
+                }
+                total += n as u64;
+            }
+        });
+        source.await.expect("source");
+        f1.await.expect("filter");
+        f2.await.expect("filter");
+        let total = sink.await.expect("sink");
+        assert_eq!(total, size as u64 * count);
+        begun.elapsed()
+    })
+}
+
+/// Nanoseconds per one-way cross-thread `Reactor::call`.
+fn cross_thread_call(calls: u64) -> f64 {
+    let reactor = Reactor::new().expect("poller");
+    let thread = reactor.start().expect("reactor");
+    let count = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = mpsc::channel();
+    let begun = Instant::now();
+    for i in 0..calls {
+        let count = count.clone();
+        let tx = (i + 1 == calls).then(|| tx.clone());
+        reactor.call(move || {
+            count.fetch_add(1, Ordering::Relaxed);
+            if let Some(tx) = tx {
+                let _ = tx.send(());
+            }
+        });
+    }
+    rx.recv_timeout(Duration::from_secs(60)).expect("calls ran");
+    let elapsed = begun.elapsed();
+    assert_eq!(count.load(Ordering::Relaxed), calls);
+    reactor.stop();
+    thread.join().expect("reactor thread");
+    elapsed.as_nanos() as f64 / calls as f64
+}
+
+/// Nanoseconds per `schedule` + `cancel` pair from another thread.
+fn timer_insert_cancel(timers: u64) -> f64 {
+    let reactor = Reactor::new().expect("poller");
+    let thread = reactor.start().expect("reactor");
+    let begun = Instant::now();
+    for _ in 0..timers {
+        let timer = reactor.schedule(Duration::from_secs(3600), || {});
+        assert!(timer.cancel());
+    }
+    let elapsed = begun.elapsed();
+    reactor.stop();
+    thread.join().expect("reactor thread");
+    elapsed.as_nanos() as f64 / timers as f64
+}
+
+/// The best of `runs` timings.
+fn best(runs: usize, mut f: impl FnMut() -> Duration) -> Duration {
+    (0..runs).map(|_| f()).min().expect("at least one run")
+}
+
+fn main() {
+    let benching = std::env::args().any(|a| a == "--bench");
+    if !benching {
+        // Smoke run under `cargo test --all-targets`.
+        weir_chain(64, 100);
+        tokio_chain(64, 100);
+        cross_thread_call(100);
+        timer_insert_cancel(100);
+        return;
+    }
+    println!("4-stage in-memory chain (source -> filter -> filter -> sink), best of 5 runs");
+    println!(
+        "{:>8} {:>10} {:>14} {:>14} {:>8} {:>6}",
+        "chunk", "total", "weir MiB/s", "tokio MiB/s", "ratio", "goal"
+    );
+    for (size, total, goal) in [(64usize, 16u64 << 20, 2.0), (64 * 1024, 512u64 << 20, 1.0)] {
+        let count = total / size as u64;
+        let weir = best(5, || weir_chain(size, count));
+        let tokio = best(5, || tokio_chain(size, count));
+        let mib = total as f64 / (1 << 20) as f64;
+        let (w, t) = (mib / weir.as_secs_f64(), mib / tokio.as_secs_f64());
+        println!(
+            "{:>8} {:>7} MiB {:>14.1} {:>14.1} {:>7.2}x {:>5}x {}",
+            if size < 1024 {
+                format!("{size} B")
+            } else {
+                format!("{} KiB", size / 1024)
+            },
+            total >> 20,
+            w,
+            t,
+            w / t,
+            goal,
+            if w / t >= goal { "met" } else { "MISSED" }
+        );
+    }
+    println!();
+    println!(
+        "cross-thread Reactor::call (one-way, 1M calls): {:.0} ns/call",
+        cross_thread_call(1_000_000)
+    );
+    println!(
+        "timer schedule + cancel (1M pairs, foreign thread): {:.0} ns/pair",
+        timer_insert_cancel(1_000_000)
+    );
+}
