@@ -234,6 +234,27 @@ struct State {
     closed: bool,
     /// Called once when closed.
     on_close: Option<Box<dyn FnOnce(CloseInfo) + Send>>,
+    /// Simulated loss of outgoing datagrams (benchmarks and tests only).
+    send_loss: Option<SendLoss>,
+}
+
+/// Drops outgoing datagrams at random, from a seeded generator (xorshift64).
+#[derive(Clone, Copy, Debug)]
+struct SendLoss {
+    /// A datagram is dropped when the next draw is below this.
+    threshold: u64,
+    /// Generator state, never zero.
+    rng: u64,
+}
+
+impl SendLoss {
+    /// Whether to drop the next datagram.
+    fn drop_next(&mut self) -> bool {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng < self.threshold
+    }
 }
 
 /// The transport's producer side (bytes received from the peer).
@@ -328,6 +349,7 @@ impl VudpTransport {
                 error: None,
                 closed: false,
                 on_close: None,
+                send_loss: None,
             }),
         });
         let token = reactor
@@ -410,6 +432,18 @@ impl VudpTransport {
     pub fn stats(&self) -> Stats {
         self.inner.state.lock().core.stats()
     }
+
+    /// Drops each outgoing datagram with `probability` (`0.0..=1.0`), drawn from a generator
+    /// seeded with `seed`, as a lossy network would: **for benchmarks and tests only**. A
+    /// probability of 0 turns it off.
+    pub fn set_danger_send_loss(&self, probability: f64, seed: u64) {
+        let probability = probability.clamp(0.0, 1.0);
+        self.inner.state.lock().send_loss = (probability > 0.0).then(|| SendLoss {
+            // `as` saturates: a probability of 1.0 maps to u64::MAX.
+            threshold: (probability * u64::MAX as f64) as u64,
+            rng: seed | 1,
+        });
+    }
 }
 
 impl fmt::Debug for VudpTransport {
@@ -440,6 +474,7 @@ impl State {
             socket,
             tx,
             held,
+            send_loss,
             ..
         } = self;
         let Some(socket) = socket.as_ref() else {
@@ -454,6 +489,9 @@ impl State {
         let now = Instant::now();
         while let Some(transmit) = core.poll_transmit(now, tx) {
             tx.truncate(transmit.size);
+            if send_loss.as_mut().is_some_and(SendLoss::drop_next) {
+                continue;
+            }
             if send(socket, tx, transmit.destination).is_err() {
                 *held = Some(transmit.destination);
                 return;
