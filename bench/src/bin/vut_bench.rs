@@ -172,7 +172,8 @@ fn vut_run(total: usize, loss: f64, max_datagram: u16) -> String {
     let (a_addr, b_addr) = (a_sock.local_addr().unwrap(), b_sock.local_addr().unwrap());
     let (ra, rb) = (Reactor::new().unwrap(), Reactor::new().unwrap());
     let (ta, tb) = (ra.start().unwrap(), rb.start().unwrap());
-    let config = Config::default();
+    let mut config = Config::default();
+    config.max_datagram = max_datagram;
     let a =
         VudpTransport::new(&ra, a_sock, b_addr, b"bench A", b"bench B", config.clone()).unwrap();
     let b = VudpTransport::new(&rb, b_sock, a_addr, b"bench B", b"bench A", config).unwrap();
