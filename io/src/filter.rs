@@ -53,15 +53,14 @@ struct FilterInner<F> {
     downstream: LinkSlot,
     /// Most bytes of output held.
     capacity: u64,
-    /// Buffer and flags.
-    state: Mutex<FilterState>,
-    /// The transformation.
-    transform: Mutex<F>,
+    /// Buffer, flags and the transformation.
+    state: Mutex<FilterState<F>>,
 }
 
 /// Mutable part of a [`ByteFilter`].
-#[derive(Default)]
-struct FilterState {
+struct FilterState<F> {
+    /// The transformation.
+    transform: F,
     /// Output waiting for downstream credit.
     pending: VecDeque<Bytes>,
     /// Bytes in `pending`.
@@ -86,8 +85,13 @@ impl<F: FnMut(Bytes) -> Bytes + Send + 'static> ByteFilter<F> {
                 upstream: LinkSlot::new(),
                 downstream: LinkSlot::new(),
                 capacity: capacity as u64,
-                state: Mutex::new(FilterState::default()),
-                transform: Mutex::new(transform),
+                state: Mutex::new(FilterState {
+                    transform,
+                    pending: VecDeque::new(),
+                    buffered: 0,
+                    ending: None,
+                    flushing: false,
+                }),
             }),
         }
     }
@@ -107,6 +111,37 @@ impl<F> FilterInner<F> {
     fn upstream_credit(&self, link: &Link) -> Credit {
         let buffered = self.state.lock().buffered;
         link.window(self.capacity.saturating_sub(buffered))
+    }
+
+    /// Delivers one chunk downstream without queueing it, if the credit allows (the caller
+    /// has set `flushing`); returns the bytes buffered afterwards.
+    fn pass(&self, output: Bytes) -> u64 {
+        let link = self.downstream.current();
+        let held = match &*link {
+            Some(link) if output.len() as u64 <= link.remaining() => {
+                // An error means the link closed meanwhile; the chunk has nowhere to go.
+                let _ = link.deliver(output);
+                None
+            }
+            _ => Some(output),
+        };
+        let (more, buffered) = {
+            let mut state = self.state.lock();
+            if let Some(output) = held {
+                state.buffered += output.len() as u64;
+                state.pending.push_back(output);
+            }
+            state.flushing = false;
+            (
+                !state.pending.is_empty() || state.ending.is_some(),
+                state.buffered,
+            )
+        };
+        if more {
+            self.flush();
+            return self.state.lock().buffered;
+        }
+        buffered
     }
 
     /// Sends pending output as downstream credit allows, then the ending if due.
@@ -182,14 +217,25 @@ impl<F: FnMut(Bytes) -> Bytes + Send + 'static> ByteConsumer for FilterConsumer<
     }
 
     fn consume(&self, link: &Arc<Link>, data: Bytes) -> Credit {
-        let output = (self.0.transform.lock())(data);
-        {
+        let (output, direct) = {
+            let mut state = self.0.state.lock();
+            let output = (state.transform)(data);
+            // Nothing waiting and nobody delivering: this chunk may go straight through.
+            let direct = state.pending.is_empty() && !state.flushing;
+            state.flushing |= direct;
+            (output, direct)
+        };
+        let buffered = if direct {
+            self.0.pass(output)
+        } else {
             let mut state = self.0.state.lock();
             state.buffered += output.len() as u64;
             state.pending.push_back(output);
-        }
-        self.0.flush();
-        self.0.upstream_credit(link)
+            drop(state);
+            self.0.flush();
+            self.0.state.lock().buffered
+        };
+        link.window(self.0.capacity.saturating_sub(buffered))
     }
 
     fn on_end(&self, _link: &Arc<Link>, ending: Ending) {

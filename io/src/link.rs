@@ -1,8 +1,10 @@
 //! Producers, consumers and the link that joins one of each.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
+use arc_swap::{ArcSwapOption, Guard};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use weir_reactor::Reactor;
@@ -103,8 +105,10 @@ pub trait ByteConsumer: Send + Sync + 'static {
 /// One per producer and one per consumer. [`attach`] and the link itself fill and clear it.
 #[derive(Default)]
 pub struct LinkSlot {
-    /// The link and the ended flag.
+    /// The link and the ended flag; attach and release change them under this lock.
     state: Mutex<SlotState>,
+    /// A copy of `state.link` that the data path reads without taking the lock.
+    current: ArcSwapOption<Link>,
 }
 
 /// Contents of a [`LinkSlot`].
@@ -124,7 +128,18 @@ impl LinkSlot {
 
     /// The current link, if attached.
     pub fn link(&self) -> Option<Arc<Link>> {
-        self.state.lock().link.clone()
+        self.current.load_full()
+    }
+
+    /// The current link without touching its reference count: for the data path.
+    pub(crate) fn current(&self) -> Guard<Option<Arc<Link>>> {
+        self.current.load()
+    }
+
+    /// Sets the link, with the slot's lock held.
+    fn set(&self, state: &mut SlotState, link: Option<Arc<Link>>) {
+        self.current.store(link.clone());
+        state.link = link;
     }
 
     /// Whether the element's stream has ended or been aborted.
@@ -139,13 +154,13 @@ impl LinkSlot {
     }
 }
 
-impl SlotState {
-    /// Clears the slot if it holds `link`.
-    fn release(&mut self, link: &Link, ended: bool) {
-        if self.link.as_deref().is_some_and(|l| std::ptr::eq(l, link)) {
-            self.link = None;
+impl LinkSlot {
+    /// Clears the slot if it holds `link`, with the slot's lock held.
+    fn release(&self, state: &mut SlotState, link: &Link, ended: bool) {
+        if state.link.as_deref().is_some_and(|l| std::ptr::eq(l, link)) {
+            self.set(state, None);
         }
-        self.ended |= ended;
+        state.ended |= ended;
     }
 }
 
@@ -233,8 +248,9 @@ pub fn attach(producer: &ProducerRef, consumer: &ConsumerRef) -> Result<(), Atta
     }
     // Lock order: always the producer's slot before the consumer's; slots of one kind are
     // never held together, so two attaches cannot deadlock.
-    let mut p = producer.producer_slot().state.lock();
-    let mut c = consumer.consumer_slot().state.lock();
+    let (p_slot, c_slot) = (producer.producer_slot(), consumer.consumer_slot());
+    let mut p = p_slot.state.lock();
+    let mut c = c_slot.state.lock();
     if let Some(link) = &p.link {
         if same(&link.consumer, consumer) {
             return Ok(());
@@ -254,16 +270,14 @@ pub fn attach(producer: &ProducerRef, consumer: &ConsumerRef) -> Result<(), Atta
         reactor: producer.reactor().clone(),
         producer: producer.clone(),
         consumer: consumer.clone(),
-        state: Mutex::new(LinkState {
-            phase: Phase::Attaching,
-            position: 0,
-            credit: Credit::ZERO,
-            credit_call_pending: false,
-            early_end: None,
-        }),
+        phase: AtomicU8::new(Phase::Attaching as u8),
+        position: AtomicU64::new(0),
+        credit: AtomicU64::new(0),
+        credit_call_pending: AtomicBool::new(false),
+        early_end: Mutex::new(None),
     });
-    p.link = Some(link.clone());
-    c.link = Some(link.clone());
+    p_slot.set(&mut p, Some(link.clone()));
+    c_slot.set(&mut c, Some(link.clone()));
     drop((p, c));
     let reactor = link.reactor.clone();
     reactor.execute(move || link.open());
@@ -297,26 +311,24 @@ pub struct Link {
     producer: ProducerRef,
     /// The receiving side.
     consumer: ConsumerRef,
-    /// Counters and phase.
-    state: Mutex<LinkState>,
+    /// Where the link is in its life, a [`Phase`].
+    phase: AtomicU8,
+    /// Bytes delivered since attach; written only by [`Link::deliver`] on the reactor thread.
+    position: AtomicU64,
+    /// The consumer's cumulative credit (the value of a [`Credit`]); only ever raised.
+    credit: AtomicU64,
+    /// An `on_credit` call is queued already.
+    credit_call_pending: AtomicBool,
+    /// An end asked for while attaching, carried out once the link opens.
+    early_end: Mutex<Option<Ending>>,
 }
 
-/// Mutable part of a [`Link`].
-struct LinkState {
-    /// Where the link is in its life.
-    phase: Phase,
-    /// Bytes delivered since attach.
-    position: u64,
-    /// The consumer's cumulative credit.
-    credit: Credit,
-    /// An `on_credit` call is queued already.
-    credit_call_pending: bool,
-    /// An end asked for while attaching, carried out once the link opens.
-    early_end: Option<Ending>,
-}
+// The hot path (deliver, remaining, position, grant) uses atomics rather than a lock: one
+// chunk through a chain of elements costs a few loads and stores per link.
 
 /// Life of a [`Link`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 enum Phase {
     /// Made by `attach`, waiting for the reactor thread.
     Attaching,
@@ -344,26 +356,25 @@ impl Link {
 
     /// Bytes delivered over this link so far.
     pub fn position(&self) -> u64 {
-        self.state.lock().position
+        self.position.load(Ordering::Acquire)
     }
 
     /// The credit granted so far.
     pub fn credit(&self) -> Credit {
-        self.state.lock().credit
+        Credit::upto(self.credit.load(Ordering::Acquire))
     }
 
     /// Bytes the credit still allows (`u64::MAX` when unlimited); 0 unless the link is open.
     pub fn remaining(&self) -> u64 {
-        let state = self.state.lock();
-        match state.phase {
-            Phase::Open => state.credit.remaining(state.position),
+        match self.phase() {
+            Phase::Open => self.credit().remaining(self.position()),
             _ => 0,
         }
     }
 
     /// Whether data can flow: attached, not ended, aborted or detached.
     pub fn is_open(&self) -> bool {
-        self.state.lock().phase == Phase::Open
+        self.phase() == Phase::Open
     }
 
     /// Credit for `window` more bytes beyond the current position.
@@ -379,23 +390,21 @@ impl Link {
     /// delivered), [`DeliverError::NotOpen`] if the link is not open.
     pub fn deliver(self: &Arc<Self>, data: Bytes) -> Result<(), DeliverError> {
         let len = data.len() as u64;
-        {
-            let mut state = self.state.lock();
-            if state.phase != Phase::Open {
-                return Err(DeliverError::NotOpen);
-            }
-            let remaining = state.credit.remaining(state.position);
-            if len > remaining {
-                return Err(DeliverError::NoCredit { remaining });
-            }
-            if len == 0 {
-                return Ok(());
-            }
-            state.position += len;
+        if self.phase() != Phase::Open {
+            return Err(DeliverError::NotOpen);
         }
+        let position = self.position();
+        let remaining = self.credit().remaining(position);
+        if len > remaining {
+            return Err(DeliverError::NoCredit { remaining });
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        // Only this method, on the reactor thread, writes the position.
+        self.position.store(position + len, Ordering::Release);
         let credit = self.consumer.consume(self, data);
-        let mut state = self.state.lock();
-        state.credit = state.credit.raise(credit);
+        self.raise(credit);
         Ok(())
     }
 
@@ -407,16 +416,14 @@ impl Link {
     /// opens. Does nothing once the link has closed.
     #[doc(alias = "end_consume")]
     pub fn end(self: &Arc<Self>, ending: Ending) {
-        {
-            let mut state = self.state.lock();
-            match state.phase {
-                Phase::Attaching => {
-                    state.early_end.get_or_insert(ending);
-                    return;
-                }
-                Phase::Closed => return,
-                Phase::Open => {}
+        match self.phase() {
+            Phase::Attaching => {
+                // Both this and `open` run on the reactor thread: `open` will see it.
+                self.early_end.lock().get_or_insert(ending);
+                return;
             }
+            Phase::Closed => return,
+            Phase::Open => {}
         }
         if !self.close() {
             return;
@@ -431,16 +438,12 @@ impl Link {
     #[doc(alias = "can_produce")]
     #[doc(alias = "set_receive_limit")]
     pub fn grant(self: &Arc<Self>, credit: Credit) {
-        {
-            let mut state = self.state.lock();
-            if credit <= state.credit || state.phase == Phase::Closed {
-                return;
-            }
-            state.credit = credit;
-            if state.phase != Phase::Open || state.credit_call_pending {
-                return;
-            }
-            state.credit_call_pending = true;
+        if !self.raise(credit) || self.phase() != Phase::Open {
+            // Credit raised while attaching is announced when the link opens.
+            return;
+        }
+        if self.credit_call_pending.swap(true, Ordering::AcqRel) {
+            return;
         }
         let link = self.clone();
         self.reactor.call(move || link.notify_credit());
@@ -485,22 +488,19 @@ impl Link {
 
     /// Second half of [`attach`], on the reactor thread.
     fn open(self: &Arc<Self>) {
-        {
-            let mut state = self.state.lock();
-            if state.phase != Phase::Attaching {
-                return;
-            }
-            state.phase = Phase::Open;
+        let opened = self.phase.compare_exchange(
+            Phase::Attaching as u8,
+            Phase::Open as u8,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        if opened.is_err() {
+            return;
         }
         self.producer.on_attached(self);
         let credit = self.consumer.on_attached(self);
-        let grown = {
-            let mut state = self.state.lock();
-            let grown = state.phase == Phase::Open && credit > state.credit;
-            state.credit = state.credit.raise(credit);
-            grown || (state.phase == Phase::Open && state.credit > Credit::ZERO)
-        };
-        if grown {
+        self.raise(credit);
+        if self.credit() > Credit::ZERO {
             self.notify_credit_now();
         }
         if self.is_open() {
@@ -509,7 +509,7 @@ impl Link {
         if self.is_open() {
             self.consumer.on_control(&IoControl::NotifyProducerAttached);
         }
-        let early_end = self.state.lock().early_end.take();
+        let early_end = self.early_end.lock().take();
         if let Some(ending) = early_end {
             self.end(ending);
         }
@@ -517,7 +517,7 @@ impl Link {
 
     /// The queued part of [`grant`](Self::grant).
     fn notify_credit(self: &Arc<Self>) {
-        self.state.lock().credit_call_pending = false;
+        self.credit_call_pending.store(false, Ordering::Release);
         self.notify_credit_now();
     }
 
@@ -530,31 +530,41 @@ impl Link {
 
     /// Moves the link to closed; returns whether this call did it.
     fn close(&self) -> bool {
-        let mut state = self.state.lock();
-        if state.phase == Phase::Closed {
-            return false;
+        self.phase.swap(Phase::Closed as u8, Ordering::AcqRel) != Phase::Closed as u8
+    }
+
+    /// The phase now.
+    fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Acquire) {
+            0 => Phase::Attaching,
+            1 => Phase::Open,
+            _ => Phase::Closed,
         }
-        state.phase = Phase::Closed;
-        true
+    }
+
+    /// Raises the credit to `credit` if that is more; returns whether it grew.
+    fn raise(&self, credit: Credit) -> bool {
+        let value = credit.limit().unwrap_or(u64::MAX);
+        self.credit.fetch_max(value, Ordering::AcqRel) < value
     }
 
     /// Clears both slots together, locked in the order [`attach`] uses (producer first), so
     /// that an attach racing with this never sees one side free and the other still taken.
     fn release(&self, ended: bool) {
-        let mut p = self.producer.producer_slot().state.lock();
-        let mut c = self.consumer.consumer_slot().state.lock();
-        p.release(self, ended);
-        c.release(self, ended);
+        let (p_slot, c_slot) = (self.producer.producer_slot(), self.consumer.consumer_slot());
+        let mut p = p_slot.state.lock();
+        let mut c = c_slot.state.lock();
+        p_slot.release(&mut p, self, ended);
+        c_slot.release(&mut c, self, ended);
     }
 }
 
 impl fmt::Debug for Link {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = self.state.lock();
         f.debug_struct("Link")
-            .field("phase", &state.phase)
-            .field("position", &state.position)
-            .field("credit", &state.credit)
+            .field("phase", &self.phase())
+            .field("position", &self.position())
+            .field("credit", &self.credit())
             .finish()
     }
 }

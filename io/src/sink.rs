@@ -1,6 +1,7 @@
 //! [`ByteSink`] and [`ByteSource`]: a consumer and a producer made of a few hooks.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
@@ -75,8 +76,10 @@ pub struct ByteSink<H> {
     me: Weak<ByteSink<H>>,
     /// Where the link to the producer is kept.
     slot: LinkSlot,
-    /// Credit policy and counters.
+    /// Credit policy and flags.
     state: Mutex<SinkState>,
+    /// Bytes received over all links.
+    received: AtomicU64,
     /// The user's hooks.
     hooks: Mutex<H>,
 }
@@ -96,8 +99,6 @@ struct SinkState {
     window: Window,
     /// Granting is paused.
     paused: bool,
-    /// Bytes received over all links.
-    received: u64,
     /// `on_end` was queued already.
     ended: bool,
     /// Caps the window, e.g. by the free space of a writer the hooks feed.
@@ -114,10 +115,10 @@ impl<H: SinkHooks> ByteSink<H> {
             state: Mutex::new(SinkState {
                 window,
                 paused: false,
-                received: 0,
                 ended: false,
                 limit: None,
             }),
+            received: AtomicU64::new(0),
             hooks: Mutex::new(hooks),
         })
     }
@@ -159,7 +160,7 @@ impl<H: SinkHooks> ByteSink<H> {
 
     /// Bytes received so far, over every link.
     pub fn received(&self) -> u64 {
-        self.state.lock().received
+        self.received.load(Ordering::Relaxed)
     }
 
     /// Whether the stream has ended (the `on_end` hook is queued or has run).
@@ -222,7 +223,8 @@ impl<H: SinkHooks> ByteConsumer for ByteSink<H> {
     }
 
     fn consume(&self, link: &Arc<Link>, data: Bytes) -> Credit {
-        self.state.lock().received += data.len() as u64;
+        self.received
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
         self.hooks.lock().on_data(link, data);
         self.credit_for(link)
     }
@@ -250,7 +252,7 @@ impl<H> fmt::Debug for ByteSink<H> {
         f.debug_struct("ByteSink")
             .field("window", &state.window)
             .field("paused", &state.paused)
-            .field("received", &state.received)
+            .field("received", &self.received.load(Ordering::Relaxed))
             .field("ended", &state.ended)
             .finish()
     }
@@ -364,7 +366,7 @@ impl<H: SourceHooks> ByteSource<H> {
         let mut sent = 0;
         loop {
             let remaining = link.remaining();
-            if remaining == 0 || self.state.lock().ended {
+            if remaining == 0 {
                 return;
             }
             if sent >= SOURCE_TURN_BUDGET {
@@ -374,7 +376,13 @@ impl<H: SourceHooks> ByteSource<H> {
             let max = usize::try_from(remaining)
                 .unwrap_or(usize::MAX)
                 .min(SOURCE_CHUNK);
-            let held = self.state.lock().held.take();
+            let held = {
+                let mut state = self.state.lock();
+                if state.ended {
+                    return;
+                }
+                state.held.take()
+            };
             let output = match held {
                 Some(data) => Produce::Data(data),
                 None => self.hooks.lock().produce(max),
