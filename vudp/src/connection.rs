@@ -185,6 +185,8 @@ pub struct Connection {
     largest_acked_order: Option<u64>,
     /// Retransmission timer.
     rto_deadline: Option<Instant>,
+    /// When the earliest in-flight segment crosses the time threshold of loss detection.
+    loss_deadline: Option<Instant>,
     /// Zero-window probe timer.
     persist_deadline: Option<Instant>,
     /// Probes sent since the window closed.
@@ -352,6 +354,7 @@ impl Connection {
             next_send_order: 0,
             largest_acked_order: None,
             rto_deadline: None,
+            loss_deadline: None,
             persist_deadline: None,
             persist_backoff: 0,
             write_blocked: false,
@@ -462,6 +465,10 @@ impl Connection {
                     self.fail(now, Error::IdleTimeout, None);
                     return;
                 }
+                if self.loss_deadline.is_some_and(|t| now >= t) {
+                    let sent_end = self.sent_end();
+                    self.detect_lost(now, sent_end);
+                }
                 if self.rto_deadline.is_some_and(|t| now >= t) {
                     self.on_retransmission_timeout(now);
                 }
@@ -545,7 +552,7 @@ impl Connection {
                 Some(self.last_sent + self.config.keepalive_interval),
                 self.rto_deadline,
                 self.persist_deadline,
-                None,
+                self.loss_deadline,
             ],
             State::Closed | State::Failed => {
                 [self.linger_until, self.final_ack_deadline, None, None, None]
@@ -872,19 +879,7 @@ impl Connection {
             self.largest_acked_order =
                 Some(self.largest_acked_order.map_or(order, |o| o.max(order)));
         }
-        if let Some(largest) = self.largest_acked_order {
-            let mut lost = false;
-            for seg in self.segments.values_mut() {
-                if seg.state == SegmentState::InFlight && seg.order + PACKET_THRESHOLD <= largest {
-                    seg.state = SegmentState::Lost;
-                    self.stats.fast_retransmits += 1;
-                    lost = true;
-                }
-            }
-            if lost {
-                self.cc.on_loss(sent_end);
-            }
-        }
+        self.detect_lost(now, sent_end);
         if newly_acked > 0 {
             self.cc.on_ack(newly_acked, self.snd_una);
         }
@@ -902,6 +897,43 @@ impl Connection {
             self.events.push_back(Event::WritableAgain);
         }
         Ok(())
+    }
+
+    /// Marks in-flight segments lost by packet threshold (PACKET_THRESHOLD later sends
+    /// acknowledged) or by time threshold (as QUIC's, RFC 9002 section 6.1.2: a later send was
+    /// acknowledged and the segment is older than 9/8 of the smoothed RTT, at least 1 ms), and
+    /// arms the loss timer for the earliest segment that will cross the time threshold. With
+    /// the small windows that heavy random loss leaves, fewer than PACKET_THRESHOLD segments
+    /// follow a loss, and only the time threshold spares a retransmission timeout.
+    fn detect_lost(&mut self, now: Instant, sent_end: u64) {
+        self.loss_deadline = None;
+        let Some(largest) = self.largest_acked_order else {
+            return;
+        };
+        let srtt = self.rtt.srtt();
+        let window = (!srtt.is_zero()).then(|| (srtt + srtt / 8).max(Duration::from_millis(1)));
+        let mut lost = false;
+        let mut deadline: Option<Instant> = None;
+        for seg in self.segments.values_mut() {
+            if seg.state != SegmentState::InFlight {
+                continue;
+            }
+            let by_count = seg.order + PACKET_THRESHOLD <= largest;
+            let lost_at = window
+                .filter(|_| seg.order < largest)
+                .map(|window| seg.sent_at + window);
+            if by_count || lost_at.is_some_and(|t| now >= t) {
+                seg.state = SegmentState::Lost;
+                self.stats.fast_retransmits += 1;
+                lost = true;
+            } else if let Some(t) = lost_at {
+                deadline = Some(deadline.map_or(t, |d| d.min(t)));
+            }
+        }
+        self.loss_deadline = deadline;
+        if lost {
+            self.cc.on_loss(sent_end);
+        }
     }
 
     /// Stores data and the FIN, delivers what is now in order.
