@@ -438,7 +438,7 @@ impl VudpTransport {
     /// probability of 0 turns it off.
     pub fn set_danger_send_loss(&self, probability: f64, seed: u64) {
         let probability = probability.clamp(0.0, 1.0);
-        self.inner.state.lock().send_loss = (probability > 0.0).then(|| SendLoss {
+        self.inner.state.lock().send_loss = (probability > 0.0).then_some(SendLoss {
             // `as` saturates: a probability of 1.0 maps to u64::MAX.
             threshold: (probability * u64::MAX as f64) as u64,
             rng: seed | 1,
