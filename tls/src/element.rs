@@ -609,7 +609,9 @@ impl Inner {
             (handshaking, stop_input)
         };
         if handshaking {
+            self.notify(&TlsEvent::Failed(TlsError::Truncated));
             self.fail(TlsError::Truncated);
+            abort_slot(&self.cipher_in);
         } else if stop_input {
             abort_slot(&self.plain_in);
         }
@@ -654,7 +656,8 @@ impl Inner {
             state.cipher_held.clear();
             state.plain_held.clear();
         }
-        abort_slot(&self.cipher_in);
+        // The transport's input is aborted only once the alert is out (`pass_ends`): on a
+        // transport that is another element, the abort would otherwise overtake the alert.
         abort_slot(&self.plain_in);
     }
 
@@ -781,6 +784,9 @@ impl Inner {
         if let Some(link) = self.cipher_out.link().filter(|l| l.is_open()) {
             self.state.lock().cipher_out_ended = true;
             link.end(ending);
+            if self.state.lock().error.is_some() {
+                abort_slot(&self.cipher_in);
+            }
         }
     }
 

@@ -303,7 +303,8 @@ fn verify_run(client_config: TlsClientConfig, name: &str, server: TlsServerConfi
     let (client, server) = memory_pair(&rig.reactor, &client_config, name, &server);
     attach_echo(&rig.reactor, &server.plain_io());
     let app = Client::attach(&rig.reactor, &client.plain_io(), false);
-    app.writer.write(&b"ping"[..]).unwrap();
+    // A rejected handshake may have closed the writer already.
+    let _ = app.writer.write(&b"ping"[..]);
     app.writer.end_write(Ending::Completed);
     let client_ending = app.ending();
     let echoed = app.seen.lock().data.clone();
@@ -383,16 +384,14 @@ fn expired_certificate_is_rejected_with_its_reason_and_accepted_when_allowed() {
 fn failed_handshake_reaches_the_server_as_a_peer_alert() {
     let rig = Rig::new();
     let config = client_trusting_ca().build().unwrap();
-    let (client, server) = memory_pair(
-        &rig.reactor,
-        &config,
-        "localhost",
-        &pki().self_signed.server_config(),
-    );
+    let client = TlsElement::client(&rig.reactor, &config, "localhost").unwrap();
+    let server = TlsElement::server(&rig.reactor, &pki().self_signed.server_config()).unwrap();
     let (tx, rx) = mpsc::channel();
+    // Set before wiring: the handshake may fail before any application attaches.
     server.set_on_event(move |event| {
         let _ = tx.send(format!("{event:?}"));
     });
+    client.cipher_io().attach(&server.cipher_io()).unwrap();
     let server_app = Client::attach(&rig.reactor, &server.plain_io(), false);
     let client_app = Client::attach(&rig.reactor, &client.plain_io(), false);
     assert_eq!(client_app.ending(), Ending::Lost);
