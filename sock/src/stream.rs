@@ -803,20 +803,23 @@ impl AgentInner {
     }
 
     /// Ends the downstream chain, once.
+    ///
+    /// With no consumer attached yet, the slot stays open: a consumer that attaches later
+    /// gets the end at once (see `AgentProducer::on_attached`), so a connect that fails before
+    /// the chain is attached still reaches it.
     fn end_downstream(&self, ending: Ending) {
         self.send_announce();
-        self.producer_slot.mark_ended();
         if let Some(link) = self.producer_slot.link() {
+            self.producer_slot.mark_ended();
             link.end(ending);
-            // `end` does nothing on a link still attaching: abort it instead.
-            link.abort();
         }
     }
 
-    /// Aborts the upstream chain: no more bytes can be written.
+    /// Aborts the upstream chain: no more bytes can be written. A producer that attaches
+    /// later is aborted at once (see `AgentConsumer::on_attached`).
     fn abort_upstream(&self) {
-        self.consumer_slot.mark_ended();
         if let Some(link) = self.consumer_slot.link() {
+            self.consumer_slot.mark_ended();
             link.abort();
         }
     }

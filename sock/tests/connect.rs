@@ -51,6 +51,25 @@ fn refused_connect_without_a_chain_still_reports() {
     wait_for("the agent to close", || agent.is_closed());
 }
 
+#[test]
+fn a_chain_attached_after_a_failed_connect_still_ends_lost() {
+    let running = Running::new();
+    let (tx, rx) = mpsc::channel();
+    let options = ConnectOptions::default().on_connect(move |outcome| tx.send(outcome).unwrap());
+    let agent = StreamAgent::connect(&running.reactor, closed_port().into(), options);
+    assert!(rx.recv_timeout(common::DEADLINE).unwrap().is_err());
+    wait_for("the agent to close", || agent.is_closed());
+    // Both sides attach after the failure: the reader hears the end, the writer the abort.
+    let (sink, record) = recorder(&running.reactor, Window::Unlimited, ControlReply::Allowed);
+    let writer = weir_io::ByteWriter::new(&running.reactor, 64);
+    let pair = agent.io_pair();
+    attach(&pair.producer, &sink.consumer()).unwrap();
+    attach(&writer.producer(), &pair.consumer).unwrap();
+    wait_for("the chain to end", || record.lock().ending.is_some());
+    assert_eq!(record.lock().ending, Some(Ending::Lost));
+    wait_for("the writer to be aborted", || writer.is_closed());
+}
+
 /// Loopback only: a listener with backlog 0 that never accepts is filled with connections;
 /// Linux then drops further SYNs, so a connect neither succeeds nor fails until our timeout.
 #[test]
