@@ -30,11 +30,13 @@ pub struct Config {
     /// Bytes received but not yet read by the application (in order or not): the largest
     /// receive window. Default 256 KiB, range 1..=1 GiB.
     pub recv_buffer: u32,
-    /// Retransmission timeout before the first RTT sample. Default 1 s.
+    /// Probe timeout (PTO) before the first RTT sample, also the first HELLO retransmission
+    /// interval. Default 1 s (RFC 9002's initial RTT of 333 ms gives about the same).
     pub initial_rto: Duration,
-    /// Lower bound of the retransmission timeout. Default 200 ms, at least 1 ms.
+    /// Lower bound of the probe timeout `SRTT + max(4·RTTVAR, 1 ms)`. Default 1 ms (no
+    /// floor beyond the timer granularity), at least 1 ms.
     pub min_rto: Duration,
-    /// Upper bound of the retransmission timeout (and of its backoff). Default 60 s.
+    /// Upper bound of the probe timeout (and of its backoff). Default 60 s.
     pub max_rto: Duration,
     /// Time allowed for the handshake before the connection fails. Default 10 s.
     pub handshake_timeout: Duration,
@@ -57,7 +59,7 @@ impl Default for Config {
             send_buffer: 256 * 1024,
             recv_buffer: 256 * 1024,
             initial_rto: Duration::from_secs(1),
-            min_rto: Duration::from_millis(200),
+            min_rto: Duration::from_millis(1),
             max_rto: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(15),

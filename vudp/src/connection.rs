@@ -18,8 +18,13 @@ use crate::stats::Stats;
 
 /// Segments sent after a lost one that must be acknowledged before it counts as lost.
 const PACKET_THRESHOLD: u64 = 3;
-/// Extra acks a closed connection sends for the peer's FIN, one per RTO.
+/// Extra acks a closed connection sends for the peer's FIN, one per probe timeout.
 const FINAL_ACKS: u8 = 3;
+/// Probe packets sent when the probe timer expires (RFC 9002 allows one or two).
+const PROBES_PER_TIMEOUT: u8 = 2;
+/// Shortest time a failed connection answers with RESET (three probe timeouts, at least
+/// this): long enough for a peer's packets already on the way to draw an answer.
+const MIN_RESET_LINGER: Duration = Duration::from_millis(600);
 
 /// One datagram to send, produced by [`Connection::poll_transmit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,8 +188,14 @@ pub struct Connection {
     next_send_order: u64,
     /// Send order of the newest segment acknowledged so far.
     largest_acked_order: Option<u64>,
-    /// Retransmission timer.
-    rto_deadline: Option<Instant>,
+    /// Probe timer (PTO, RFC 9002 section 6.2); not used while the loss timer is armed.
+    pto_deadline: Option<Instant>,
+    /// When the newest data segment (new or retransmitted) went out.
+    last_data_sent: Instant,
+    /// Probe packets still to send after a probe timeout; they ignore the congestion window.
+    probes_pending: u8,
+    /// Reused buffer: (bytes, send order) of the segments one ack newly acknowledged.
+    acked_scratch: Vec<(u64, u64)>,
     /// When the earliest in-flight segment crosses the time threshold of loss detection.
     loss_deadline: Option<Instant>,
     /// Zero-window probe timer.
@@ -353,7 +364,10 @@ impl Connection {
             fin_acked: false,
             next_send_order: 0,
             largest_acked_order: None,
-            rto_deadline: None,
+            pto_deadline: None,
+            last_data_sent: now,
+            probes_pending: 0,
+            acked_scratch: Vec::new(),
             loss_deadline: None,
             persist_deadline: None,
             persist_backoff: 0,
@@ -439,7 +453,7 @@ impl Connection {
                     self.ack_pending = true;
                     self.final_acks_left = self.final_acks_left.saturating_sub(1);
                     self.final_ack_deadline =
-                        (self.final_acks_left > 0).then(|| now + self.rtt.rto());
+                        (self.final_acks_left > 0).then(|| now + self.rtt.pto());
                 }
             }
             State::Handshaking => {
@@ -457,7 +471,7 @@ impl Connection {
                 if self.hello_deadline.is_some_and(|t| now >= t) {
                     self.rtt.on_timeout();
                     self.hello_pending = true;
-                    self.hello_deadline = Some(now + self.rtt.rto());
+                    self.hello_deadline = Some(now + self.rtt.pto());
                 }
             }
             State::Established => {
@@ -466,11 +480,11 @@ impl Connection {
                     return;
                 }
                 if self.loss_deadline.is_some_and(|t| now >= t) {
-                    let sent_end = self.sent_end();
-                    self.detect_lost(now, sent_end);
+                    self.detect_lost(now, None);
                 }
-                if self.rto_deadline.is_some_and(|t| now >= t) {
-                    self.on_retransmission_timeout(now);
+                // The loss timer takes precedence over the probe timer (RFC 9002 6.2.1).
+                if self.loss_deadline.is_none() && self.pto_deadline.is_some_and(|t| now >= t) {
+                    self.on_probe_timeout(now);
                 }
                 if self.persist_deadline.is_some_and(|t| now >= t) {
                     self.ping_pending = true;
@@ -507,7 +521,7 @@ impl Connection {
             self.next_packet_number += 1;
             packet::encode_reset(buf, &reset);
             keys.send.seal(buf);
-            let linger = now + self.rtt.rto() * 3;
+            let linger = now + self.reset_linger();
             self.linger_until = Some(self.linger_until.map_or(linger, |t| t.max(linger)));
             return Some(self.transmitted(now, buf));
         }
@@ -525,7 +539,7 @@ impl Connection {
             packet::encode_hello(buf, &hello);
             self.hello_send.seal(buf);
             if self.state == State::Handshaking && self.hello_deadline.is_none() {
-                self.hello_deadline = Some(now + self.rtt.rto());
+                self.hello_deadline = Some(now + self.rtt.pto());
             }
             return Some(self.transmitted(now, buf));
         }
@@ -550,7 +564,7 @@ impl Connection {
             State::Established => [
                 Some(self.last_received + self.config.idle_timeout),
                 Some(self.last_sent + self.config.keepalive_interval),
-                self.rto_deadline,
+                self.pto_deadline.filter(|_| self.loss_deadline.is_none()),
                 self.persist_deadline,
                 self.loss_deadline,
             ],
@@ -683,7 +697,7 @@ impl Connection {
         stats.ssthresh = self.cc.ssthresh;
         stats.srtt = self.rtt.srtt();
         stats.rttvar = self.rtt.rttvar();
-        stats.rto = self.rtt.rto();
+        stats.rto = self.rtt.pto();
         stats
     }
 
@@ -761,6 +775,8 @@ impl Connection {
         let datagram = self.config.max_datagram.min(hello.max_datagram);
         self.mss = Config::mss_for(datagram);
         self.cc = NewReno::new(self.mss);
+        // HELLO retransmissions backed the timer off; data starts afresh.
+        self.rtt.reset_backoff();
         self.events.push_back(Event::Connected);
     }
 
@@ -831,9 +847,17 @@ impl Connection {
 
         let mut newly_acked = 0u64;
         let mut newest: Option<(u64, Instant, bool)> = None;
+        let mut acked = std::mem::take(&mut self.acked_scratch);
+        acked.clear();
+        let mut spurious = 0u64;
         let mut note = |seg: &SentSegment, newly: &mut u64| {
             if seg.state != SegmentState::Sacked {
                 *newly += seg.data.len() as u64;
+                acked.push((seg.data.len() as u64, seg.order));
+                if seg.state == SegmentState::Lost {
+                    // Declared lost, yet it arrived before its retransmission went out.
+                    spurious += 1;
+                }
             }
             if !matches!(newest, Some((order, _, _)) if order >= seg.order) {
                 newest = Some((seg.order, seg.sent_at, seg.retransmitted));
@@ -863,6 +887,7 @@ impl Connection {
             }
         }
         self.stats.bytes_acked += newly_acked;
+        self.stats.spurious_losses += spurious;
 
         self.send_limit = self
             .send_limit
@@ -872,26 +897,32 @@ impl Connection {
             self.persist_backoff = 0;
         }
 
+        let previous_largest = self.largest_acked_order;
         if let Some((order, sent_at, retransmitted)) = newest {
             if !retransmitted {
                 self.rtt.on_sample(now.saturating_duration_since(sent_at));
             }
-            self.largest_acked_order =
-                Some(self.largest_acked_order.map_or(order, |o| o.max(order)));
+            self.largest_acked_order = Some(previous_largest.map_or(order, |o| o.max(order)));
         }
-        self.detect_lost(now, sent_end);
+        // Transmissions newer than everything acknowledged before this ack and older than
+        // everything it newly acknowledges: a span of them all lost may be persistent
+        // congestion.
+        let span_end = acked
+            .iter()
+            .map(|&(_, order)| order)
+            .filter(|&order| previous_largest.is_none_or(|p| order > p))
+            .min();
+        self.detect_lost(now, span_end.map(|end| (previous_largest, end)));
+        for &(bytes, order) in &acked {
+            self.cc.on_ack(bytes, order);
+        }
+        self.acked_scratch = acked;
         if newly_acked > 0 {
-            self.cc.on_ack(newly_acked, self.snd_una);
+            // New data acknowledged: the probe timeout backoff ends (RFC 9002 6.2.1).
+            self.rtt.reset_backoff();
+            self.probes_pending = 0;
         }
-        if self
-            .segments
-            .values()
-            .all(|s| s.state == SegmentState::Sacked)
-        {
-            self.rto_deadline = None;
-        } else if cumulative_progress {
-            self.rto_deadline = Some(now + self.rtt.rto());
-        }
+        self.arm_probe_timer();
         if self.write_blocked && self.send_capacity() > 0 {
             self.write_blocked = false;
             self.events.push_back(Event::WritableAgain);
@@ -900,19 +931,23 @@ impl Connection {
     }
 
     /// Marks in-flight segments lost by packet threshold (PACKET_THRESHOLD later sends
-    /// acknowledged) or by time threshold (as QUIC's, RFC 9002 section 6.1.2: a later send was
-    /// acknowledged and the segment is older than 9/8 of the smoothed RTT, at least 1 ms), and
-    /// arms the loss timer for the earliest segment that will cross the time threshold. With
-    /// the small windows that heavy random loss leaves, fewer than PACKET_THRESHOLD segments
-    /// follow a loss, and only the time threshold spares a retransmission timeout.
-    fn detect_lost(&mut self, now: Instant, sent_end: u64) {
+    /// acknowledged) or by time threshold (RFC 9002 section 6.1.2: a later send was
+    /// acknowledged and the segment went out more than `9/8 · max(SRTT, latest RTT)`, at
+    /// least 1 ms, ago), and arms the loss timer for the earliest segment that will cross the
+    /// time threshold. With the small windows that heavy random loss leaves, fewer than
+    /// PACKET_THRESHOLD segments follow a loss, and only the time threshold catches it
+    /// without waiting for a probe timeout.
+    ///
+    /// `ack_span`, on the ack path: the send orders strictly between the largest acknowledged
+    /// before this ack and the oldest it newly acknowledged; if lost segments in it were sent
+    /// further apart than the persistent congestion duration, the window collapses.
+    fn detect_lost(&mut self, now: Instant, ack_span: Option<(Option<u64>, u64)>) {
         self.loss_deadline = None;
         let Some(largest) = self.largest_acked_order else {
             return;
         };
-        let srtt = self.rtt.srtt();
-        let window = (!srtt.is_zero()).then(|| (srtt + srtt / 8).max(Duration::from_millis(1)));
-        let mut lost = false;
+        let window = self.rtt.loss_delay();
+        let mut largest_lost: Option<u64> = None;
         let mut deadline: Option<Instant> = None;
         for seg in self.segments.values_mut() {
             if seg.state != SegmentState::InFlight {
@@ -925,14 +960,39 @@ impl Connection {
             if by_count || lost_at.is_some_and(|t| now >= t) {
                 seg.state = SegmentState::Lost;
                 self.stats.fast_retransmits += 1;
-                lost = true;
+                if by_count {
+                    self.stats.lost_by_packet_threshold += 1;
+                } else {
+                    self.stats.lost_by_time_threshold += 1;
+                }
+                largest_lost = Some(largest_lost.map_or(seg.order, |l| l.max(seg.order)));
             } else if let Some(t) = lost_at {
                 deadline = Some(deadline.map_or(t, |d| d.min(t)));
             }
         }
         self.loss_deadline = deadline;
-        if lost {
-            self.cc.on_loss(sent_end);
+        let Some(largest_lost) = largest_lost else {
+            return;
+        };
+        if self.cc.on_loss(largest_lost, self.next_send_order) {
+            self.stats.congestion_events += 1;
+        }
+        if let (Some((after, before)), Some(duration)) =
+            (ack_span, self.rtt.persistent_congestion_duration())
+        {
+            let mut span: Option<(Instant, Instant)> = None;
+            for seg in self.segments.values() {
+                let inside = after.is_none_or(|a| seg.order > a) && seg.order < before;
+                if seg.state == SegmentState::Lost && inside {
+                    span = Some(span.map_or((seg.sent_at, seg.sent_at), |(first, last)| {
+                        (first.min(seg.sent_at), last.max(seg.sent_at))
+                    }));
+                }
+            }
+            if span.is_some_and(|(first, last)| last.saturating_duration_since(first) > duration) {
+                self.cc.on_persistent_congestion();
+                self.stats.persistent_congestions += 1;
+            }
         }
     }
 
@@ -1049,10 +1109,14 @@ impl Connection {
 
     // ---------------------------------------------------------------- send path
 
-    /// A retransmission, new data, or an ack / probe, in that order of preference.
+    /// A retransmission, new data, or an ack / probe, in that order of preference. After a
+    /// probe timeout the next `probes_pending` data segments ignore the congestion window,
+    /// and when there is neither lost nor new data to send they retransmit the oldest
+    /// transmission still unacknowledged.
     fn poll_segment(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
         let flight = self.flight();
-        let room = |len: u64| flight == 0 || flight + len <= self.cc.cwnd;
+        let probing = self.probes_pending > 0;
+        let room = |len: u64| probing || flight == 0 || flight + len <= self.cc.cwnd;
 
         // 1. Retransmit the lowest lost segment.
         let lost = self
@@ -1062,16 +1126,7 @@ impl Connection {
             .map(|(&offset, s)| (offset, s.data.len() as u64));
         if let Some((offset, len)) = lost {
             if room(len) {
-                let order = self.take_send_order();
-                let seg = self.segments.get_mut(&offset)?;
-                seg.state = SegmentState::InFlight;
-                seg.retransmitted = true;
-                seg.sent_at = now;
-                seg.order = order;
-                let (data, fin) = (seg.data.clone(), seg.fin);
-                self.stats.bytes_retransmitted += len;
-                self.rto_deadline.get_or_insert(now + self.rtt.rto());
-                return Some(self.send_segment(now, buf, offset, &data, fin, false));
+                return self.retransmit(now, buf, offset);
             }
         }
 
@@ -1102,7 +1157,7 @@ impl Connection {
                     },
                 );
                 self.stats.bytes_sent += take as u64;
-                self.rto_deadline.get_or_insert(now + self.rtt.rto());
+                self.data_sent(now);
                 return Some(self.send_segment(now, buf, offset, &data, fin, false));
             }
             if waiting > 0 && usable == 0 && self.segments.is_empty() {
@@ -1110,6 +1165,20 @@ impl Connection {
                 if self.persist_deadline.is_none() {
                     self.persist_deadline = Some(now + self.persist_interval());
                 }
+            }
+        }
+
+        // 2b. A probe with nothing lost or new to send: the oldest transmission again.
+        if probing {
+            let oldest = self
+                .segments
+                .iter()
+                .filter(|(_, s)| s.state == SegmentState::InFlight)
+                .min_by_key(|(_, s)| s.order)
+                .map(|(&offset, _)| offset);
+            match oldest {
+                Some(offset) => return self.retransmit(now, buf, offset),
+                None => self.probes_pending = 0,
             }
         }
 
@@ -1208,6 +1277,31 @@ impl Connection {
         (blocks, count)
     }
 
+    /// Sends the segment at `offset` again.
+    fn retransmit(&mut self, now: Instant, buf: &mut Vec<u8>, offset: u64) -> Option<Transmit> {
+        let order = self.take_send_order();
+        let seg = self.segments.get_mut(&offset)?;
+        seg.state = SegmentState::InFlight;
+        seg.retransmitted = true;
+        seg.sent_at = now;
+        seg.order = order;
+        let (data, fin) = (seg.data.clone(), seg.fin);
+        self.stats.bytes_retransmitted += data.len() as u64;
+        self.data_sent(now);
+        Some(self.send_segment(now, buf, offset, &data, fin, false))
+    }
+
+    /// Bookkeeping of every data segment sent: the probe timer restarts from it, and it
+    /// uses up a pending probe.
+    fn data_sent(&mut self, now: Instant) {
+        self.last_data_sent = now;
+        self.pto_deadline = Some(now + self.rtt.pto());
+        if self.probes_pending > 0 {
+            self.probes_pending -= 1;
+            self.stats.probes_sent += 1;
+        }
+    }
+
     /// Bookkeeping common to every datagram sent.
     fn transmitted(&mut self, now: Instant, buf: &[u8]) -> Transmit {
         self.last_sent = now;
@@ -1221,34 +1315,45 @@ impl Connection {
 
     // ---------------------------------------------------------------- timers and ends
 
-    fn on_retransmission_timeout(&mut self, now: Instant) {
-        let flight = self.flight();
-        let mut any = false;
-        for seg in self.segments.values_mut() {
-            if seg.state != SegmentState::Sacked {
-                seg.state = SegmentState::Lost;
-                any = true;
-            }
-        }
-        if !any {
-            self.rto_deadline = None;
+    /// The probe timer expired (RFC 9002 section 6.2): no ack for a probe timeout after the
+    /// newest data segment. Nothing is declared lost and the congestion window stays; up to
+    /// two probes go out (ignoring the window) and the timeout doubles.
+    fn on_probe_timeout(&mut self, now: Instant) {
+        if !self
+            .segments
+            .values()
+            .any(|s| s.state == SegmentState::InFlight)
+        {
+            self.pto_deadline = None;
             return;
         }
-        self.cc.on_timeout(flight);
         self.rtt.on_timeout();
         self.stats.rto_expirations += 1;
-        self.rto_deadline = Some(now + self.rtt.rto());
+        self.probes_pending = PROBES_PER_TIMEOUT;
+        self.pto_deadline = Some(now + self.rtt.pto());
+    }
+
+    /// Arms the probe timer a probe timeout after the newest data segment, if any data
+    /// segment is in flight.
+    fn arm_probe_timer(&mut self) {
+        let in_flight = self
+            .segments
+            .values()
+            .any(|s| s.state == SegmentState::InFlight);
+        self.pto_deadline = in_flight.then(|| self.last_data_sent + self.rtt.pto());
     }
 
     fn check_closed(&mut self, now: Instant) {
         if self.state == State::Established && self.fin_acked && self.peer_finished {
             self.state = State::Closed;
             self.events.push_back(Event::Closed);
-            let rto = self.rtt.rto();
+            let pto = self.rtt.pto();
             self.linger_until = Some(now + self.config.close_linger);
             self.final_acks_left = FINAL_ACKS;
-            self.final_ack_deadline = Some(now + rto);
-            self.rto_deadline = None;
+            self.final_ack_deadline = Some(now + pto);
+            self.pto_deadline = None;
+            self.loss_deadline = None;
+            self.probes_pending = 0;
             self.persist_deadline = None;
         }
     }
@@ -1257,7 +1362,7 @@ impl Connection {
     fn fail(&mut self, now: Instant, error: Error, code: Option<ResetCode>) {
         self.fail_without_clock(error, code);
         if self.state == State::Failed {
-            self.linger_until = Some(now + self.rtt.rto() * 3);
+            self.linger_until = Some(now + self.reset_linger());
         }
     }
 
@@ -1267,7 +1372,9 @@ impl Connection {
         self.segments.clear();
         self.outstanding_bytes = 0;
         self.out_of_order.clear();
-        self.rto_deadline = None;
+        self.pto_deadline = None;
+        self.loss_deadline = None;
+        self.probes_pending = 0;
         self.persist_deadline = None;
         self.final_ack_deadline = None;
         self.hello_pending = false;
@@ -1306,10 +1413,15 @@ impl Connection {
         self.read_offset + u64::from(self.config.recv_buffer)
     }
 
+    /// How long a failed connection answers with RESET.
+    fn reset_linger(&self) -> Duration {
+        (self.rtt.pto() * 3).max(MIN_RESET_LINGER)
+    }
+
     fn persist_interval(&self) -> Duration {
         let factor = 1u32 << self.persist_backoff.min(20);
         self.rtt
-            .rto()
+            .pto()
             .saturating_mul(factor)
             .min(self.config.max_rto)
     }

@@ -1,41 +1,50 @@
-//! RTT estimation (RFC 6298), NewReno congestion control and the replay window.
+//! RTT estimation and the probe timeout (RFC 6298 / RFC 9002), NewReno congestion control
+//! and the replay window.
 
 use std::time::Duration;
 
-/// Clock granularity `G` of RFC 6298.
-const GRANULARITY: Duration = Duration::from_millis(1);
+/// Timer granularity `G` (RFC 6298, `kGranularity` of RFC 9002).
+pub(crate) const GRANULARITY: Duration = Duration::from_millis(1);
 
-/// Smoothed RTT, variation and the retransmission timeout with its backoff.
+/// Probe timeouts (without backoff) that a loss period must span to count as persistent
+/// congestion (`kPersistentCongestionThreshold` of RFC 9002).
+const PERSISTENT_CONGESTION_THRESHOLD: u32 = 3;
+
+/// Smoothed RTT, variation, latest sample and the probe timeout with its backoff.
 #[derive(Debug, Clone)]
 pub(crate) struct RttEstimator {
     /// Smoothed RTT; `None` before the first sample.
     srtt: Option<Duration>,
     /// RTT variation.
     rttvar: Duration,
-    /// RTO before backoff.
-    base_rto: Duration,
-    /// Number of doublings since the last sample.
+    /// The most recent sample.
+    latest: Duration,
+    /// Probe timeout before the first sample.
+    initial: Duration,
+    /// Consecutive probe timeouts (each doubles the timeout) since the last ack of new data.
     backoff: u32,
-    /// Lower bound.
-    min_rto: Duration,
-    /// Upper bound.
-    max_rto: Duration,
+    /// Lower bound of the probe timeout.
+    min_pto: Duration,
+    /// Upper bound of the probe timeout, backoff included.
+    max_pto: Duration,
 }
 
 impl RttEstimator {
-    pub(crate) fn new(initial: Duration, min_rto: Duration, max_rto: Duration) -> Self {
+    pub(crate) fn new(initial: Duration, min_pto: Duration, max_pto: Duration) -> Self {
         Self {
             srtt: None,
             rttvar: Duration::ZERO,
-            base_rto: initial,
+            latest: Duration::ZERO,
+            initial,
             backoff: 0,
-            min_rto,
-            max_rto,
+            min_pto,
+            max_pto,
         }
     }
 
-    /// Takes an RTT sample (never from a retransmitted segment) and ends the backoff.
+    /// Takes an RTT sample (never from a retransmitted segment: Karn's rule).
     pub(crate) fn on_sample(&mut self, rtt: Duration) {
+        self.latest = rtt;
         match self.srtt {
             None => {
                 self.srtt = Some(rtt);
@@ -47,23 +56,57 @@ impl RttEstimator {
                 self.srtt = Some((srtt * 7 + rtt) / 8);
             }
         }
-        let srtt = self.srtt.unwrap_or(rtt);
-        self.base_rto =
-            (srtt + (self.rttvar * 4).max(GRANULARITY)).clamp(self.min_rto, self.max_rto);
-        self.backoff = 0;
     }
 
-    /// Doubles the RTO once (one timer event), up to the maximum.
+    /// Doubles the probe timeout once (one timer event), up to the maximum.
     pub(crate) fn on_timeout(&mut self) {
-        if self.rto() < self.max_rto {
+        if self.pto() < self.max_pto {
             self.backoff += 1;
         }
     }
 
-    /// The current RTO, backoff included.
-    pub(crate) fn rto(&self) -> Duration {
+    /// New data was acknowledged: the backoff ends.
+    pub(crate) fn reset_backoff(&mut self) {
+        self.backoff = 0;
+    }
+
+    /// Consecutive probe timeouts since the last ack of new data.
+    #[cfg(test)]
+    pub(crate) fn backoff(&self) -> u32 {
+        self.backoff
+    }
+
+    /// The probe timeout without backoff: `SRTT + max(4·RTTVAR, G)`, clamped; the initial
+    /// value before the first sample.
+    pub(crate) fn base_pto(&self) -> Duration {
+        match self.srtt {
+            None => self.initial,
+            Some(srtt) => {
+                (srtt + (self.rttvar * 4).max(GRANULARITY)).clamp(self.min_pto, self.max_pto)
+            }
+        }
+    }
+
+    /// The current probe timeout, backoff included.
+    pub(crate) fn pto(&self) -> Duration {
         let factor = 1u32 << self.backoff.min(20);
-        self.base_rto.saturating_mul(factor).min(self.max_rto)
+        self.base_pto().saturating_mul(factor).min(self.max_pto)
+    }
+
+    /// How long a loss period must last to be persistent congestion; `None` before the
+    /// first sample.
+    pub(crate) fn persistent_congestion_duration(&self) -> Option<Duration> {
+        self.srtt
+            .map(|_| self.base_pto() * PERSISTENT_CONGESTION_THRESHOLD)
+    }
+
+    /// Time threshold of loss detection: `9/8 · max(SRTT, latest RTT)`, at least `G`;
+    /// `None` before the first sample.
+    pub(crate) fn loss_delay(&self) -> Option<Duration> {
+        self.srtt.map(|srtt| {
+            let rtt = srtt.max(self.latest);
+            (rtt + rtt / 8).max(GRANULARITY)
+        })
     }
 
     pub(crate) fn srtt(&self) -> Duration {
@@ -75,7 +118,8 @@ impl RttEstimator {
     }
 }
 
-/// NewReno in bytes, with SACK-based loss detection feeding it (`PROTOCOL.md` section 8).
+/// NewReno in bytes, with packet- and time-threshold loss detection feeding it
+/// (`PROTOCOL.md` section 8).
 #[derive(Debug, Clone)]
 pub(crate) struct NewReno {
     /// Congestion window, bytes.
@@ -84,8 +128,9 @@ pub(crate) struct NewReno {
     pub(crate) ssthresh: u64,
     /// Segment size, bytes.
     mss: u64,
-    /// In recovery until the cumulative ack reaches this offset.
-    recovery_until: Option<u64>,
+    /// In recovery since this transmission (send order): acks of segments sent before it
+    /// do not grow the window, losses of segments sent before it do not shrink it again.
+    recovery_start: Option<u64>,
     /// Acked bytes not yet turned into congestion-avoidance growth.
     avoidance_credit: u64,
 }
@@ -98,19 +143,24 @@ impl NewReno {
             cwnd,
             ssthresh: u64::MAX,
             mss,
-            recovery_until: None,
+            recovery_start: None,
             avoidance_credit: 0,
         }
     }
 
-    /// `acked` bytes newly acknowledged; `snd_una` the cumulative ack.
-    pub(crate) fn on_ack(&mut self, acked: u64, snd_una: u64) {
-        if let Some(until) = self.recovery_until {
-            if snd_una >= until {
-                self.recovery_until = None;
-            } else {
+    /// The minimum window: two segments.
+    pub(crate) fn minimum_window(&self) -> u64 {
+        2 * self.mss
+    }
+
+    /// `acked` bytes of a segment last sent with send order `order` were newly acknowledged.
+    pub(crate) fn on_ack(&mut self, acked: u64, order: u64) {
+        if let Some(start) = self.recovery_start {
+            if order < start {
                 return;
             }
+            // A segment sent during recovery arrived: the recovery period is over.
+            self.recovery_start = None;
         }
         if self.cwnd < self.ssthresh {
             self.cwnd += acked;
@@ -123,23 +173,28 @@ impl NewReno {
         }
     }
 
-    /// A fast-retransmit loss; `sent_end` is the end of everything sent so far.
-    pub(crate) fn on_loss(&mut self, sent_end: u64) {
-        if self.recovery_until.is_some() {
-            return;
+    /// Segments were declared lost, the newest of them sent with send order `largest_lost`;
+    /// `next_order` is the send order of the next transmission. Returns whether this started
+    /// a new recovery period (a congestion event).
+    pub(crate) fn on_loss(&mut self, largest_lost: u64, next_order: u64) -> bool {
+        if self
+            .recovery_start
+            .is_some_and(|start| largest_lost < start)
+        {
+            return false;
         }
-        self.ssthresh = (self.cwnd / 2).max(2 * self.mss);
+        self.ssthresh = (self.cwnd / 2).max(self.minimum_window());
         self.cwnd = self.ssthresh;
         self.avoidance_credit = 0;
-        self.recovery_until = Some(sent_end);
+        self.recovery_start = Some(next_order);
+        true
     }
 
-    /// The retransmission timer expired with `flight` bytes in flight.
-    pub(crate) fn on_timeout(&mut self, flight: u64) {
-        self.ssthresh = (flight / 2).max(2 * self.mss);
-        self.cwnd = self.mss;
+    /// Persistent congestion (RFC 9002 section 7.6): the window drops to the minimum.
+    pub(crate) fn on_persistent_congestion(&mut self) {
+        self.cwnd = self.minimum_window();
         self.avoidance_credit = 0;
-        self.recovery_until = None;
+        self.recovery_start = None;
     }
 }
 
@@ -193,46 +248,83 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rfc6298_formulas_and_backoff() {
+    fn rtt_formulas_probe_timeout_and_backoff() {
         let ms = Duration::from_millis;
-        let mut rtt = RttEstimator::new(ms(1000), ms(200), ms(60_000));
-        assert_eq!(rtt.rto(), ms(1000));
+        let mut rtt = RttEstimator::new(ms(1000), ms(1), ms(60_000));
+        assert_eq!(rtt.pto(), ms(1000), "initial value before any sample");
+        assert_eq!(rtt.loss_delay(), None);
+        assert_eq!(rtt.persistent_congestion_duration(), None);
         rtt.on_sample(ms(100));
         assert_eq!(rtt.srtt(), ms(100));
         assert_eq!(rtt.rttvar(), ms(50));
-        assert_eq!(rtt.rto(), ms(300));
+        assert_eq!(rtt.pto(), ms(300));
         rtt.on_sample(ms(200));
         // rttvar = 3/4*50 + 1/4*100 = 62.5; srtt = 7/8*100 + 1/8*200 = 112.5
         assert_eq!(rtt.rttvar(), Duration::from_micros(62_500));
         assert_eq!(rtt.srtt(), Duration::from_micros(112_500));
+        assert_eq!(rtt.pto(), ms(362) + Duration::from_micros(500));
+        // Time threshold: 9/8 of the larger of srtt and the latest sample (200 ms).
+        assert_eq!(rtt.loss_delay(), Some(ms(225)));
+        assert_eq!(
+            rtt.persistent_congestion_duration(),
+            Some((ms(362) + Duration::from_micros(500)) * 3)
+        );
+        // Each consecutive probe timeout doubles it, up to the cap.
         rtt.on_timeout();
         rtt.on_timeout();
-        assert_eq!(rtt.rto(), ms(362) * 4 + Duration::from_micros(500 * 4));
+        assert_eq!(rtt.backoff(), 2);
+        assert_eq!(rtt.pto(), (ms(362) + Duration::from_micros(500)) * 4);
         for _ in 0..30 {
             rtt.on_timeout();
         }
-        assert_eq!(rtt.rto(), ms(60_000));
+        assert_eq!(rtt.pto(), ms(60_000));
+        // A new sample alone does not end the backoff; an ack of new data does.
         rtt.on_sample(ms(10));
-        assert!(rtt.rto() < ms(1000));
-        assert!(rtt.rto() >= ms(200));
+        assert_eq!(rtt.pto(), ms(60_000));
+        rtt.reset_backoff();
+        assert!(rtt.pto() < ms(400), "{:?}", rtt.pto());
+    }
+
+    #[test]
+    fn tiny_rtts_give_a_millisecond_scale_probe_timeout() {
+        let us = Duration::from_micros;
+        let mut rtt =
+            RttEstimator::new(Duration::from_secs(1), GRANULARITY, Duration::from_secs(60));
+        for _ in 0..50 {
+            rtt.on_sample(us(50));
+        }
+        // srtt + max(4 rttvar, 1 ms): the granularity dominates, no 200 ms floor.
+        assert_eq!(rtt.pto(), us(1050));
+        assert_eq!(rtt.loss_delay(), Some(GRANULARITY));
     }
 
     #[test]
     fn newreno_halves_once_per_recovery() {
         let mut cc = NewReno::new(1000);
         assert_eq!(cc.cwnd, 10_000);
-        cc.on_ack(1000, 1000);
+        cc.on_ack(1000, 0);
         assert_eq!(cc.cwnd, 11_000);
-        cc.on_loss(50_000);
+        // Loss of the segment sent 5th; 50 transmissions so far.
+        assert!(cc.on_loss(5, 50));
+        assert_eq!((cc.cwnd, cc.ssthresh), (5_500, 5_500));
+        // Further losses of segments sent before the recovery started: no further cut.
+        assert!(!cc.on_loss(49, 50));
         assert_eq!(cc.cwnd, 5_500);
-        cc.on_loss(50_000);
-        assert_eq!(cc.cwnd, 5_500);
-        cc.on_ack(1000, 20_000);
-        assert_eq!(cc.cwnd, 5_500, "no growth during recovery");
-        cc.on_ack(5_500, 50_000);
+        cc.on_ack(1000, 20);
+        assert_eq!(
+            cc.cwnd, 5_500,
+            "no growth for segments sent before recovery"
+        );
+        // An ack of a segment sent during recovery ends it; congestion avoidance follows.
+        cc.on_ack(5_500, 50);
         assert_eq!(cc.cwnd, 6_500, "avoidance after recovery");
-        cc.on_timeout(4000);
-        assert_eq!((cc.cwnd, cc.ssthresh), (1000, 2000));
+        // A loss of a segment sent after the recovery started is a new congestion event.
+        assert!(cc.on_loss(60, 70));
+        assert_eq!(cc.cwnd, 3_250);
+        cc.on_persistent_congestion();
+        assert_eq!((cc.cwnd, cc.ssthresh), (2000, 3_250));
+        cc.on_ack(1000, 80);
+        assert_eq!(cc.cwnd, 3000, "slow start again below ssthresh");
     }
 
     #[test]

@@ -58,17 +58,33 @@ pub struct Stats {
     pub cwnd: u64,
     /// Datagrams dropped on receipt, by reason.
     pub dropped: DropCounts,
-    /// Segments declared lost by fast retransmit.
+    /// Segments declared lost by loss detection, either threshold (the sum of
+    /// `lost_by_packet_threshold` and `lost_by_time_threshold`).
     pub fast_retransmits: u64,
+    /// Segments declared lost because 3 later transmissions were acknowledged.
+    pub lost_by_packet_threshold: u64,
+    /// Segments declared lost because a later transmission was acknowledged and they went out
+    /// more than `9/8 · max(SRTT, latest RTT)` ago.
+    pub lost_by_time_threshold: u64,
+    /// Segments declared lost that were then acknowledged before their retransmission went
+    /// out (the loss was spurious: reordering or a late ack).
+    pub spurious_losses: u64,
+    /// Congestion events: window reductions, at most one per recovery period.
+    pub congestion_events: u64,
+    /// Times persistent congestion collapsed the window to the minimum.
+    pub persistent_congestions: u64,
+    /// Probe segments sent after probe timeouts.
+    pub probes_sent: u64,
     /// Datagrams received from the peer's address (before any check).
     pub datagrams_received: u64,
     /// Datagrams sent.
     pub datagrams_sent: u64,
     /// UDP payload bytes sent (everything on the wire above UDP).
     pub wire_bytes_sent: u64,
-    /// Current retransmission timeout, with backoff.
+    /// Current probe timeout (PTO), with backoff.
     pub rto: Duration,
-    /// Retransmission timer expiries.
+    /// Probe timer (PTO) expiries. Unlike a classic retransmission timeout, a PTO neither
+    /// declares anything lost nor shrinks the congestion window.
     pub rto_expirations: u64,
     /// RTT variation estimate; zero before the first sample.
     pub rttvar: Duration,

@@ -412,8 +412,9 @@ fn keepalives_keep_an_idle_connection_alive() {
     assert_eq!(sim.server.received, b"still here");
 }
 
+/// Under total loss the probe timeout doubles once per expiry (PTO backoff).
 #[test]
-fn rto_backs_off_once_per_timer_event() {
+fn probe_timeout_backs_off_once_per_timer_event() {
     let mut sim = Sim::new(19, LinkConfig::default());
     ok(sim.run_until(established));
     sim.client.send(pattern(20_000, 22), false);
@@ -435,6 +436,41 @@ fn rto_backs_off_once_per_timer_event() {
         assert_eq!(n1, n0 + 1, "one expiration per timer event");
         assert_eq!(rto1, (rto0 * 2).min(Config::default().max_rto), "{seen:?}");
     }
+}
+
+#[test]
+fn a_lost_tail_segment_is_recovered_by_a_probe_without_collapsing_the_window() {
+    let mut sim = Sim::new(26, LinkConfig::default());
+    ok(sim.run_until(established));
+    sim.client.send(pattern(20_000, 26), false);
+    ok(sim.run_until(|s| s.server.received.len() == 20_000));
+    sim.run_for(Duration::from_millis(100));
+    let before = sim.client.conn.stats();
+    // The only segment of the next write is lost: nothing follows it to reveal the loss.
+    sim.client.send(pattern(1_000, 27), false);
+    sim.drop_next(Side::Client);
+    sim.drive(Side::Client);
+    let start = sim.elapsed();
+    ok(sim.run_until(|s| s.client.conn.stats().bytes_acked == 21_000));
+    assert_eq!(sim.server.received.len(), 21_000);
+    let took = sim.elapsed() - start;
+    let after = sim.client.conn.stats();
+    // One probe timeout (SRTT + 4·RTTVAR, here 100 ms) and one RTT; the old RTO was
+    // clamped to at least 200 ms and would also have collapsed the window.
+    assert!(took <= before.rto + Duration::from_millis(45), "{took:?}");
+    assert_eq!(
+        after.rto_expirations,
+        before.rto_expirations + 1,
+        "{after:?}"
+    );
+    assert!(after.probes_sent > before.probes_sent);
+    assert!(
+        after.cwnd >= before.cwnd,
+        "a probe timeout keeps the window"
+    );
+    assert_eq!(after.persistent_congestions, 0);
+    // The backoff ended with the ack of the probe.
+    assert_eq!(after.rto, before.rto, "{before:?} {after:?}");
 }
 
 #[test]
@@ -472,5 +508,59 @@ fn goodput_on_a_bandwidth_limited_link() {
             stats.bytes_retransmitted, stats.fast_retransmits, stats.rto_expirations
         );
         assert!(goodput > minimum, "loss {loss}: {goodput}");
+    }
+}
+
+/// Goodput of one transfer over `link`, with the sender's stats.
+fn goodput(seed: u64, link: LinkConfig, len: usize) -> (f64, weir_vudp::Stats) {
+    let mut sim = Sim::new(seed, link);
+    let a = pattern(len, 25);
+    sim.client.send(a.clone(), true);
+    sim.server.send(Vec::new(), true);
+    ok(sim.run_until(|s| s.server.received.len() == a.len()));
+    assert_eq!(sim.server.received, a);
+    (
+        a.len() as f64 / sim.elapsed().as_secs_f64(),
+        sim.client.conn.stats(),
+    )
+}
+
+/// Random loss on short, fast paths (100 µs and 1 ms RTT, bandwidth-limited so that the
+/// window stays small, as on loopback): 5% loss must keep at least half the lossless goodput. Tail losses are found by probe timeouts of about an RTT plus 1 ms rather
+/// than by a 200 ms retransmission timeout, and no timeout collapses the window.
+#[test]
+fn small_rtt_goodput_survives_random_loss() {
+    for (delay_us, bandwidth) in [(50, 20_000_000), (500, 5_000_000)] {
+        let mut results = Vec::new();
+        for loss in [0.0, 0.05] {
+            let mut link = LinkConfig::default();
+            link.delay = Duration::from_micros(delay_us);
+            link.bandwidth = Some(bandwidth);
+            link.loss = loss;
+            let (rate, s) = goodput(22, link, 1_000_000);
+            eprintln!(
+                "rtt {} us, loss {loss}: goodput {:.2} MB/s, retransmitted {} B, lost by \
+                 count {} by time {}, spurious {}, PTOs {}, probes {}, congestion events {}, \
+                 persistent {}",
+                2 * delay_us,
+                rate / 1e6,
+                s.bytes_retransmitted,
+                s.lost_by_packet_threshold,
+                s.lost_by_time_threshold,
+                s.spurious_losses,
+                s.rto_expirations,
+                s.probes_sent,
+                s.congestion_events,
+                s.persistent_congestions,
+            );
+            results.push(rate);
+        }
+        let ratio = results[1] / results[0];
+        eprintln!(
+            "rtt {} us: 5% loss keeps {:.0}% of lossless",
+            2 * delay_us,
+            100.0 * ratio
+        );
+        assert!(ratio >= 0.5, "{results:?}");
     }
 }
