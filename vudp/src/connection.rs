@@ -194,8 +194,9 @@ pub struct Connection {
     last_data_sent: Instant,
     /// Probe packets still to send after a probe timeout; they ignore the congestion window.
     probes_pending: u8,
-    /// Reused buffer: (bytes, send order) of the segments one ack newly acknowledged.
-    acked_scratch: Vec<(u64, u64)>,
+    /// Reused buffer: bytes and send order (`None` if ambiguous) of the segments one ack
+    /// newly acknowledged.
+    acked_scratch: Vec<(u64, Option<u64>)>,
     /// When the earliest in-flight segment crosses the time threshold of loss detection.
     loss_deadline: Option<Instant>,
     /// Zero-window probe timer.
@@ -849,18 +850,30 @@ impl Connection {
         let mut newest: Option<(u64, Instant, bool)> = None;
         let mut acked = std::mem::take(&mut self.acked_scratch);
         acked.clear();
-        let mut spurious = 0u64;
+        let (mut spurious_losses, mut spurious_retransmits) = (0u64, 0u64);
+        let min_rtt = self.rtt.min_rtt();
         let mut note = |seg: &SentSegment, newly: &mut u64| {
+            // Acks name offsets, not transmissions. An ack of a retransmitted segment sooner
+            // than the smallest RTT after the retransmission answers an earlier transmission
+            // (as in RACK, RFC 8985): the retransmission was unnecessary, and its send order
+            // says nothing about what arrived.
+            let ambiguous = seg.retransmitted
+                && min_rtt.is_some_and(|m| now.saturating_duration_since(seg.sent_at) < m);
+            let order = (!ambiguous).then_some(seg.order);
             if seg.state != SegmentState::Sacked {
                 *newly += seg.data.len() as u64;
-                acked.push((seg.data.len() as u64, seg.order));
+                acked.push((seg.data.len() as u64, order));
                 if seg.state == SegmentState::Lost {
                     // Declared lost, yet it arrived before its retransmission went out.
-                    spurious += 1;
+                    spurious_losses += 1;
+                } else if ambiguous {
+                    spurious_retransmits += 1;
                 }
             }
-            if !matches!(newest, Some((order, _, _)) if order >= seg.order) {
-                newest = Some((seg.order, seg.sent_at, seg.retransmitted));
+            if let Some(order) = order {
+                if !matches!(newest, Some((newest, _, _)) if newest >= order) {
+                    newest = Some((order, seg.sent_at, seg.retransmitted));
+                }
             }
         };
         let cumulative_progress = segment.ack > self.snd_una;
@@ -887,7 +900,8 @@ impl Connection {
             }
         }
         self.stats.bytes_acked += newly_acked;
-        self.stats.spurious_losses += spurious;
+        self.stats.spurious_losses += spurious_losses;
+        self.stats.spurious_retransmits += spurious_retransmits;
 
         self.send_limit = self
             .send_limit
@@ -909,12 +923,13 @@ impl Connection {
         // congestion.
         let span_end = acked
             .iter()
-            .map(|&(_, order)| order)
+            .filter_map(|&(_, order)| order)
             .filter(|&order| previous_largest.is_none_or(|p| order > p))
             .min();
         self.detect_lost(now, span_end.map(|end| (previous_largest, end)));
         for &(bytes, order) in &acked {
-            self.cc.on_ack(bytes, order);
+            // An ambiguous ack counts as one of a transmission from before any recovery.
+            self.cc.on_ack(bytes, order.unwrap_or(0));
         }
         self.acked_scratch = acked;
         if newly_acked > 0 {

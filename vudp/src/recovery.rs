@@ -19,6 +19,8 @@ pub(crate) struct RttEstimator {
     rttvar: Duration,
     /// The most recent sample.
     latest: Duration,
+    /// The smallest sample; `None` before the first.
+    min: Option<Duration>,
     /// Probe timeout before the first sample.
     initial: Duration,
     /// Consecutive probe timeouts (each doubles the timeout) since the last ack of new data.
@@ -35,6 +37,7 @@ impl RttEstimator {
             srtt: None,
             rttvar: Duration::ZERO,
             latest: Duration::ZERO,
+            min: None,
             initial,
             backoff: 0,
             min_pto,
@@ -45,6 +48,7 @@ impl RttEstimator {
     /// Takes an RTT sample (never from a retransmitted segment: Karn's rule).
     pub(crate) fn on_sample(&mut self, rtt: Duration) {
         self.latest = rtt;
+        self.min = Some(self.min.map_or(rtt, |m| m.min(rtt)));
         match self.srtt {
             None => {
                 self.srtt = Some(rtt);
@@ -107,6 +111,11 @@ impl RttEstimator {
             let rtt = srtt.max(self.latest);
             (rtt + rtt / 8).max(GRANULARITY)
         })
+    }
+
+    /// The smallest RTT sample so far.
+    pub(crate) fn min_rtt(&self) -> Option<Duration> {
+        self.min
     }
 
     pub(crate) fn srtt(&self) -> Duration {

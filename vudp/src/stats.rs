@@ -69,6 +69,9 @@ pub struct Stats {
     /// Segments declared lost that were then acknowledged before their retransmission went
     /// out (the loss was spurious: reordering or a late ack).
     pub spurious_losses: u64,
+    /// Retransmissions found unnecessary: the segment was acknowledged sooner than the
+    /// smallest RTT after its retransmission, so an earlier transmission had arrived.
+    pub spurious_retransmits: u64,
     /// Congestion events: window reductions, at most one per recovery period.
     pub congestion_events: u64,
     /// Times persistent congestion collapsed the window to the minimum.
