@@ -229,6 +229,8 @@ pub struct Connection {
     readable_notified: bool,
     /// An acknowledgement should go out.
     ack_pending: bool,
+    /// Ack-eliciting packets received since we last sent an ack.
+    eliciting_since_ack: u32,
     /// An ack-eliciting empty segment (keep-alive or probe) should go out.
     ping_pending: bool,
     /// Extra final acks still to send after a clean close.
@@ -384,6 +386,7 @@ impl Connection {
             announced_right: u64::from(config.recv_buffer),
             readable_notified: false,
             ack_pending: false,
+            eliciting_since_ack: 0,
             ping_pending: false,
             final_acks_left: 0,
             final_ack_deadline: None,
@@ -822,6 +825,7 @@ impl Connection {
         }
         if segment.is_ack_eliciting() {
             self.ack_pending = true;
+            self.eliciting_since_ack = self.eliciting_since_ack.saturating_add(1);
         }
         self.check_closed(now);
     }
@@ -1239,7 +1243,14 @@ impl Connection {
             keys.send.seal(buf);
         }
         self.announced_right = self.announced_right.max(right);
-        self.ack_pending = false;
+        // A pure ack answering two or more ack-eliciting packets goes out twice, so that one
+        // lost ack does not leave the peer without news of a whole flight.
+        self.ack_pending = data.is_empty()
+            && !fin
+            && !ping
+            && self.eliciting_since_ack >= 2
+            && self.state == State::Established;
+        self.eliciting_since_ack = 0;
         self.ping_pending = false;
         self.transmitted(now, buf)
     }
@@ -1560,6 +1571,33 @@ mod tests {
         assert_eq!(a.stats().dropped.out_of_window, 1);
         assert!(a.is_established());
         assert_eq!(a.readable_len(), 0);
+    }
+
+    #[test]
+    fn an_ack_for_two_or_more_packets_goes_out_twice() {
+        let now = Instant::now();
+        let (mut a, mut b) = pair(now);
+        let mut buf = Vec::new();
+        let mut acks = |a: &mut Connection, b: &mut Connection, len: usize| {
+            assert_eq!(a.write(&vec![7; len]), len);
+            let mut datagrams = Vec::new();
+            while a.poll_transmit(now, &mut buf).is_some() {
+                datagrams.push(buf.clone());
+            }
+            for datagram in &datagrams {
+                b.handle_datagram(now, addr(1), datagram);
+            }
+            let mut count = 0;
+            while b.poll_transmit(now, &mut buf).is_some() {
+                a.handle_datagram(now, addr(2), &buf);
+                count += 1;
+            }
+            (datagrams.len(), count)
+        };
+        let mss = a.mss;
+        assert_eq!(acks(&mut a, &mut b, 100), (1, 1));
+        assert_eq!(acks(&mut a, &mut b, 3 * mss), (3, 2));
+        assert_eq!(a.stats().bytes_acked, 100 + 3 * mss as u64);
     }
 
     proptest! {
