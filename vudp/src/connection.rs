@@ -483,11 +483,13 @@ impl Connection {
                     self.fail(now, Error::IdleTimeout, None);
                     return;
                 }
+                // The loss timer takes precedence over the probe timer (RFC 9002 6.2.1); when
+                // it fires, the retransmissions it causes restart the probe timer.
                 if self.loss_deadline.is_some_and(|t| now >= t) {
                     self.detect_lost(now, None);
-                }
-                // The loss timer takes precedence over the probe timer (RFC 9002 6.2.1).
-                if self.loss_deadline.is_none() && self.pto_deadline.is_some_and(|t| now >= t) {
+                } else if self.loss_deadline.is_none()
+                    && self.pto_deadline.is_some_and(|t| now >= t)
+                {
                     self.on_probe_timeout(now);
                 }
                 if self.persist_deadline.is_some_and(|t| now >= t) {
