@@ -525,12 +525,19 @@ fn goodput(seed: u64, link: LinkConfig, len: usize) -> (f64, weir_vudp::Stats) {
     )
 }
 
-/// Random loss on short, fast paths (100 µs and 1 ms RTT, bandwidth-limited so that the
-/// window stays small, as on loopback): 5% loss must keep at least half the lossless goodput. Tail losses are found by probe timeouts of about an RTT plus 1 ms rather
+/// Random loss on short, fast paths (100 µs and 1 ms RTT): where the path holds only a few
+/// segments (as loopback does), 5% loss must keep at least half the lossless goodput. Tail losses are found by probe timeouts of about an RTT plus 1 ms rather
 /// than by a 200 ms retransmission timeout, and no timeout collapses the window.
 #[test]
 fn small_rtt_goodput_survives_random_loss() {
-    for (delay_us, bandwidth) in [(50, 20_000_000), (500, 5_000_000)] {
+    // (one-way delay µs, bandwidth, smallest ratio 5% loss / lossless). The last link's
+    // BDP (17 segments) is beyond what NewReno keeps at 5% loss (about 5): loss-bound, as
+    // Mathis predicts, but no longer timeout-bound (it kept 3% with the 200 ms minimum RTO).
+    for (delay_us, bandwidth, minimum) in [
+        (50, 20_000_000, 0.5),
+        (500, 5_000_000, 0.5),
+        (500, 20_000_000, 0.15),
+    ] {
         let mut results = Vec::new();
         for loss in [0.0, 0.05] {
             let mut link = LinkConfig::default();
@@ -561,6 +568,6 @@ fn small_rtt_goodput_survives_random_loss() {
             2 * delay_us,
             100.0 * ratio
         );
-        assert!(ratio >= 0.5, "{results:?}");
+        assert!(ratio >= minimum, "{results:?}");
     }
 }
