@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 use std::os::fd::AsFd;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -111,6 +111,9 @@ type Factory = Box<dyn FnMut(Accepted) + Send>;
 /// [`StreamAgent`] with [`Accepted::into_agent`] and attaches a chain to it. Several
 /// listeners can share one reactor.
 ///
+/// A listener accepts until [`close`](Self::close) or until the reactor stops; dropping the
+/// `Listener` handle does not stop it.
+///
 /// Running out of descriptors (`EMFILE`, `ENFILE`) or kernel memory never makes the accept
 /// loop spin: the listener logs, stops accepting for a while (20 ms, doubling up to 1 s) and
 /// tries again; connections wait in the backlog meanwhile.
@@ -167,7 +170,11 @@ struct ListenerInner {
 }
 
 /// The reactor handle of a listener.
-struct ListenerHandle(Weak<ListenerInner>);
+///
+/// It holds the listener strongly: a listener accepts until [`Listener::close`] or the
+/// reactor stops, whether or not the caller keeps its [`Listener`]. (A weak handle would let
+/// the socket close while still registered with the poller.)
+struct ListenerHandle(Arc<ListenerInner>);
 
 impl Listener {
     /// Binds to `address`, listens, and registers with `reactor`; each accepted connection
@@ -210,7 +217,7 @@ impl Listener {
             backoff: Mutex::new((None, false)),
             factory: Mutex::new(Box::new(factory)),
         });
-        let handle = Arc::new(ListenerHandle(Arc::downgrade(&inner)));
+        let handle = Arc::new(ListenerHandle(inner.clone()));
         let token = reactor
             .register(socket.as_fd(), Interest::READ, handle)
             .map_err(|err| io::Error::other(err.to_string()))?;
@@ -351,18 +358,14 @@ fn is_resource_shortage(err: &io::Error) -> bool {
 
 impl ByteHandle for ListenerHandle {
     fn on_readable(&self) {
-        if let Some(inner) = self.0.upgrade() {
-            inner.accept_ready();
-        }
+        self.0.accept_ready();
     }
 
     fn on_close(&self, direction: Direction, reason: CloseReason) {
         if direction == Direction::Both {
-            if let Some(inner) = self.0.upgrade() {
-                tracing::debug!(%reason, "listener closed by the reactor");
-                inner.token.lock().take();
-                inner.socket.lock().take();
-            }
+            tracing::debug!(%reason, "listener closed by the reactor");
+            self.0.token.lock().take();
+            self.0.socket.lock().take();
         }
     }
 }

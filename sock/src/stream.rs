@@ -257,9 +257,13 @@ struct AgentProducer(Arc<AgentInner>);
 /// The agent's consumer side.
 struct AgentConsumer(Arc<AgentInner>);
 /// Reactor handle for a shared descriptor or the input one.
-struct InputHandle(Weak<AgentInner>);
-/// Reactor handle for a separate output descriptor.
-struct OutputHandle(Weak<AgentInner>);
+///
+/// It holds the agent strongly: while a descriptor is registered the agent lives, even when
+/// no chain refers to it any more (an echo whose input has ended still has bytes to write).
+/// Deregistering, which every close does, breaks the cycle.
+struct InputHandle(Arc<AgentInner>);
+/// Reactor handle for a separate output descriptor (holds the agent like [`InputHandle`]).
+struct OutputHandle(Arc<AgentInner>);
 
 impl StreamAgent {
     /// An agent for a connected, non-blocking stream, registered with `reactor` at once.
@@ -419,7 +423,7 @@ impl AgentInner {
                 };
                 let token =
                     self.reactor
-                        .register(fd, interest, Arc::new(InputHandle(self.me.clone())))?;
+                        .register(fd, interest, Arc::new(InputHandle(me.clone())))?;
                 self.state.lock().interest = interest;
                 Tokens {
                     input: Some(token),
@@ -430,13 +434,13 @@ impl AgentInner {
             Descriptors::Split { input, output } => {
                 let input = input
                     .map(|fd| {
-                        let handle = Arc::new(InputHandle(self.me.clone()));
+                        let handle = Arc::new(InputHandle(me.clone()));
                         self.reactor.register(fd, Interest::NONE, handle)
                     })
                     .transpose()?;
                 let output = match output {
                     Some(fd) => {
-                        let handle = Arc::new(OutputHandle(self.me.clone()));
+                        let handle = Arc::new(OutputHandle(me.clone()));
                         match self.reactor.register(fd, Interest::NONE, handle) {
                             Ok(token) => Some(token),
                             Err(err) => {
@@ -930,39 +934,29 @@ impl AgentState {
 
 impl ByteHandle for InputHandle {
     fn on_readable(&self) {
-        if let Some(inner) = self.0.upgrade() {
-            inner.read_ready();
-        }
+        self.0.read_ready();
     }
 
     fn on_writable(&self) {
-        if let Some(inner) = self.0.upgrade() {
-            if inner.phase() == Phase::Connecting {
-                inner.connect_ready();
-            } else {
-                inner.flush(true);
-            }
+        if self.0.phase() == Phase::Connecting {
+            self.0.connect_ready();
+        } else {
+            self.0.flush(true);
         }
     }
 
     fn on_close(&self, direction: Direction, reason: CloseReason) {
-        if let Some(inner) = self.0.upgrade() {
-            inner.reactor_closed(true, direction, reason);
-        }
+        self.0.reactor_closed(true, direction, reason);
     }
 }
 
 impl ByteHandle for OutputHandle {
     fn on_writable(&self) {
-        if let Some(inner) = self.0.upgrade() {
-            inner.flush(true);
-        }
+        self.0.flush(true);
     }
 
     fn on_close(&self, direction: Direction, reason: CloseReason) {
-        if let Some(inner) = self.0.upgrade() {
-            inner.reactor_closed(false, direction, reason);
-        }
+        self.0.reactor_closed(false, direction, reason);
     }
 }
 
