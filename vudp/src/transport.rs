@@ -262,7 +262,11 @@ struct TransportProducer(Arc<Inner>);
 /// The transport's consumer side (bytes to send to the peer).
 struct TransportConsumer(Arc<Inner>);
 /// Reactor handle of the socket.
-struct SocketHandle(Weak<Inner>);
+///
+/// It holds the transport strongly: while the socket is registered the transport lives (it
+/// may still owe the peer retransmissions and the close handshake after every chain has let
+/// go of it). `close` deregisters, which breaks the cycle.
+struct SocketHandle(Arc<Inner>);
 
 impl VudpTransport {
     /// A transport over `socket` (bound, connected or not) to `peer`, with a fresh seed from
@@ -356,7 +360,7 @@ impl VudpTransport {
             .register(
                 socket.as_fd(),
                 Interest::READ,
-                Arc::new(SocketHandle(Arc::downgrade(&inner))),
+                Arc::new(SocketHandle(inner.clone())),
             )
             .map_err(OpenError::Reactor)?;
         {
@@ -745,11 +749,12 @@ impl Inner {
             }
             state.downstream_ended = Some(ending);
         }
-        self.producer_slot.mark_ended();
+        // With no consumer attached yet, the slot stays open and a consumer that attaches
+        // later gets the end at once (see `TransportProducer::on_attached`): an empty stream
+        // can finish before the application has attached its reader.
         if let Some(link) = self.producer_slot.link() {
+            self.producer_slot.mark_ended();
             link.end(ending);
-            // `end` does nothing on a link still attaching: abort it instead.
-            link.abort();
         }
     }
 
@@ -818,21 +823,15 @@ impl Inner {
 
 impl ByteHandle for SocketHandle {
     fn on_readable(&self) {
-        if let Some(inner) = self.0.upgrade() {
-            inner.on_readable();
-        }
+        self.0.on_readable();
     }
 
     fn on_writable(&self) {
-        if let Some(inner) = self.0.upgrade() {
-            inner.on_writable();
-        }
+        self.0.on_writable();
     }
 
     fn on_close(&self, direction: Direction, reason: CloseReason) {
-        let Some(inner) = self.0.upgrade() else {
-            return;
-        };
+        let inner = &self.0;
         if direction != Direction::Both {
             // A hang-up means nothing for an unconnected datagram socket.
             return;
@@ -867,8 +866,13 @@ impl ByteProducer for TransportProducer {
         self.0.pump();
     }
 
-    fn on_attached(&self, _link: &Arc<Link>) {
+    fn on_attached(&self, link: &Arc<Link>) {
         self.0.announce();
+        let ended = self.0.state.lock().downstream_ended;
+        if let Some(ending) = ended {
+            self.0.producer_slot.mark_ended();
+            link.end(ending);
+        }
     }
 
     fn on_abort(&self) {
