@@ -656,13 +656,14 @@ impl AgentInner {
                 if state.buffered == 0 || state.phase != Phase::Connected {
                     break;
                 }
-                let slices: Vec<IoSlice<'_>> = state
-                    .wbuf
-                    .iter()
-                    .take(MAX_IOVECS)
-                    .map(|b| IoSlice::new(b))
-                    .collect();
-                io.write_vectored(&slices)
+                // On the stack: a write per message must not cost an allocation.
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let mut count = 0;
+                for (slot, chunk) in slices.iter_mut().zip(&state.wbuf) {
+                    *slot = IoSlice::new(chunk);
+                    count += 1;
+                }
+                io.write_vectored(&slices[..count])
             };
             match result {
                 Ok(n) => {
