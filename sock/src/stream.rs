@@ -707,72 +707,73 @@ impl AgentInner {
 
     /// Closes the input direction (end of file, read error, or the consumer's abort).
     pub(crate) fn close_input(&self, ending: Ending) {
-        let escalate = {
-            let state = self.state.lock();
-            if state.input_closed.is_some() || state.phase == Phase::Closed {
-                return;
-            }
-            !self.config.half_close.input
-                || state.output_closed.is_some()
-                || state.phase != Phase::Connected
-        };
-        if escalate {
-            self.close_all(ending);
-            return;
+        if self.half_close(Direction::Input, ending) {
+            self.end_downstream(ending);
+            self.update_interest();
         }
-        let token = {
-            let mut state = self.state.lock();
-            state.input_closed = Some(ending);
-            (!state.tokens.shared)
-                .then(|| state.tokens.input.take())
-                .flatten()
-        };
-        if let Some(token) = token {
-            self.reactor.deregister(token);
-        }
-        if let Some(io) = self.io() {
-            if let Err(err) = io.shutdown(Direction::Input) {
-                tracing::debug!(%err, "shutdown of input failed");
-            }
-        }
-        self.end_downstream(ending);
-        self.update_interest();
     }
 
     /// Closes the output direction (upstream ended, write error, or the producer's abort).
     pub(crate) fn close_output(&self, ending: Ending) {
+        if self.half_close(Direction::Output, ending) {
+            self.abort_upstream();
+            self.update_interest();
+        }
+    }
+
+    /// Closes one direction (`Input` or `Output`): marks it, deregisters its own descriptor
+    /// if it has one, and shuts it down. Escalates to [`close_all`](Self::close_all) when the
+    /// policy forbids a half-close, the other direction is closed already, or the stream
+    /// never connected. Returns whether it half-closed (the caller then tells its chain).
+    fn half_close(&self, direction: Direction, ending: Ending) -> bool {
+        let input = direction == Direction::Input;
         let escalate = {
             let state = self.state.lock();
-            if state.output_closed.is_some() || state.phase == Phase::Closed {
-                return;
+            let (this, other) = if input {
+                (state.input_closed, state.output_closed)
+            } else {
+                (state.output_closed, state.input_closed)
+            };
+            if this.is_some() || state.phase == Phase::Closed {
+                return false;
             }
-            !self.config.half_close.output
-                || state.input_closed.is_some()
-                || state.phase != Phase::Connected
+            let allowed = if input {
+                self.config.half_close.input
+            } else {
+                self.config.half_close.output
+            };
+            !allowed || other.is_some() || state.phase != Phase::Connected
         };
         if escalate {
             self.close_all(ending);
-            return;
+            return false;
         }
         let token = {
             let mut state = self.state.lock();
-            state.output_closed = Some(ending);
-            state.wbuf.clear();
-            state.buffered = 0;
-            (!state.tokens.shared)
-                .then(|| state.tokens.output.take())
-                .flatten()
+            let state = &mut *state;
+            if input {
+                state.input_closed = Some(ending);
+            } else {
+                state.output_closed = Some(ending);
+                state.wbuf.clear();
+                state.buffered = 0;
+            }
+            let own = if input {
+                &mut state.tokens.input
+            } else {
+                &mut state.tokens.output
+            };
+            (!state.tokens.shared).then(|| own.take()).flatten()
         };
         if let Some(token) = token {
             self.reactor.deregister(token);
         }
         if let Some(io) = self.io() {
-            if let Err(err) = io.shutdown(Direction::Output) {
-                tracing::debug!(%err, "shutdown of output failed");
+            if let Err(err) = io.shutdown(direction) {
+                tracing::debug!(%err, ?direction, "shutdown failed");
             }
         }
-        self.abort_upstream();
-        self.update_interest();
+        true
     }
 
     /// Closes both directions, releases the descriptors and runs the close callback.
