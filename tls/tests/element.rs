@@ -408,15 +408,15 @@ fn failed_handshake_reaches_the_server_as_a_peer_alert() {
 fn authorize_veto_aborts_both_directions() {
     let rig = Rig::new();
     let config = client_trusting_ca().build().unwrap();
-    let (client, server) = memory_pair(
-        &rig.reactor,
-        &config,
-        "localhost",
-        &pki().localhost.server_config(),
-    );
+    let client = TlsElement::client(&rig.reactor, &config, "localhost").unwrap();
+    let server = TlsElement::server(&rig.reactor, &pki().localhost.server_config()).unwrap();
+    // The applications attach before the transports are wired: a handshake that finished
+    // with no reader attached would let the peer in (documented), and the veto would come
+    // too late for what the writer had queued.
     let server_app = Client::attach(&rig.reactor, &server.plain_io(), false);
     let client_app = Client::attach(&rig.reactor, &client.plain_io(), true);
     client_app.writer.write(&b"never sent"[..]).unwrap();
+    client.cipher_io().attach(&server.cipher_io()).unwrap();
     assert_eq!(client_app.ending(), Ending::Lost);
     assert!(matches!(*client.error().unwrap(), TlsError::Unauthorized));
     assert_eq!(server_app.ending(), Ending::Lost);
