@@ -882,26 +882,12 @@ fn abort_slot(slot: &LinkSlot) {
     }
 }
 
-/// The subject of a DER certificate, as `CN=...,O=...`, when it can be parsed.
-#[cfg(not(any(target_os = "windows", target_vendor = "apple")))]
+/// The subject of a DER certificate in RFC 4514 form (`CN=localhost,O=weir`), when it parses.
 fn subject_of(der: &[u8]) -> Option<String> {
-    let certificate = openssl::x509::X509::from_der(der).ok()?;
-    let parts: Vec<String> = certificate
-        .subject_name()
-        .entries()
-        .filter_map(|entry| {
-            let key = entry.object().nid().short_name().ok()?;
-            let value = String::from_utf8_lossy(entry.data().as_slice());
-            Some(format!("{key}={value}"))
-        })
-        .collect();
-    (!parts.is_empty()).then(|| parts.join(","))
-}
-
-/// The subject of a DER certificate: not parsed on this platform.
-#[cfg(any(target_os = "windows", target_vendor = "apple"))]
-fn subject_of(_der: &[u8]) -> Option<String> {
-    None
+    use x509_cert::der::Decode;
+    let certificate = x509_cert::Certificate::from_der(der).ok()?;
+    let subject = certificate.tbs_certificate().subject().to_string();
+    (!subject.is_empty()).then_some(subject)
 }
 
 impl ByteConsumer for CipherConsumer {

@@ -2,16 +2,15 @@
 //! tokio-native-tls, same certificates, same OpenSSL, loopback, in one run.
 //!
 //! ```text
-//! cargo run -p weir-tls --release --example tls_bench
+//! cargo run -p weir-bench --release --bin tls_bench
 //! ```
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../../../tls/tests/common/mod.rs"]
 #[allow(missing_docs)]
 mod common;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,10 +22,16 @@ use weir_reactor::Reactor;
 use weir_sock::{AgentConfig, ConnectOptions, ListenOptions};
 use weir_tls::net::{self, TlsListener};
 
-/// Bytes echoed in the bulk test.
-const BULK: u64 = 256 * 1024 * 1024;
+/// Bytes echoed in the bulk test (`TLS_BENCH_BULK_MIB` overrides, for profiling).
+fn bulk() -> u64 {
+    let mib = std::env::var("TLS_BENCH_BULK_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256u64);
+    mib * 1024 * 1024
+}
 /// Connections in the handshake test.
-const HANDSHAKES: usize = 300;
+const HANDSHAKES: usize = 500;
 
 /// Echo hooks.
 struct Echo;
@@ -49,24 +54,31 @@ impl SourceHooks for Zeros {
     }
 }
 
+/// What a client is told when its echo has ended: how it ended and how many bytes came back.
+type Done = Box<dyn FnOnce(Ending, u64) + Send>;
+
 /// Counts what arrives, reports the end.
-struct Count(Arc<AtomicU64>, mpsc::Sender<Ending>);
+struct Count(u64, Option<Done>);
 impl SinkHooks for Count {
     fn on_data(&mut self, _link: &Arc<Link>, data: Bytes) {
-        self.0.fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.0 += data.len() as u64;
     }
     fn on_end(&mut self, ending: Ending) {
-        let _ = self.1.send(ending);
+        if let Some(done) = self.1.take() {
+            done(ending, self.0);
+        }
     }
 }
 
-/// One weir client: sends `bytes`, waits for the echo and the clean end.
+/// Starts one weir client: sends `bytes`, then calls `done` (on the reactor thread) with the end
+/// of the echo.
 fn weir_client(
     reactor: &Reactor,
     config: &weir_tls::TlsClientConfig,
     address: &weir_sock::Address,
     bytes: u64,
-) -> u64 {
+    done: Done,
+) {
     let connection = net::connect(
         reactor,
         address.clone(),
@@ -75,20 +87,34 @@ fn weir_client(
         ConnectOptions::default(),
     )
     .unwrap();
-    let received = Arc::new(AtomicU64::new(0));
-    let (tx, rx) = mpsc::channel();
-    let sink = ByteSink::new(
-        reactor,
-        Window::Bytes(256 * 1024),
-        Count(received.clone(), tx),
-    );
+    let sink = ByteSink::new(reactor, Window::Bytes(256 * 1024), Count(0, Some(done)));
     let source = ByteSource::new(reactor, Zeros(bytes, Bytes::from(vec![0; 64 * 1024])));
     connection
         .plain
         .attach(&ByteIoPair::new(sink.consumer(), source.producer()))
         .unwrap();
-    assert_eq!(rx.recv().unwrap(), Ending::Completed);
-    received.load(Ordering::Relaxed)
+}
+
+/// Runs `left` one-byte clients one after the other, each started on the reactor thread when
+/// the previous one ended (as tokio's loop runs on its one thread), then signals `finished`.
+fn weir_handshakes(
+    reactor: Reactor,
+    config: weir_tls::TlsClientConfig,
+    address: weir_sock::Address,
+    left: usize,
+    finished: mpsc::Sender<()>,
+) {
+    let (r, c, a) = (reactor.clone(), config.clone(), address.clone());
+    let done: Done = Box::new(move |ending, received| {
+        assert_eq!((ending, received), (Ending::Completed, 1));
+        if left > 1 {
+            r.clone()
+                .call(move || weir_handshakes(r, c, a, left - 1, finished));
+        } else {
+            let _ = finished.send(());
+        }
+    });
+    weir_client(&reactor, &config, &address, 1, done);
 }
 
 /// (bulk MiB/s, handshakes/s) for weir.
@@ -110,17 +136,18 @@ fn weir_run() -> (f64, f64) {
     .unwrap();
     let address = listener.local_address().clone();
     let config = common::client_trusting_ca().build().unwrap();
+    let (tx, rx) = mpsc::channel();
     let start = Instant::now();
-    assert_eq!(weir_client(&reactor, &config, &address, BULK), BULK);
-    let bulk = BULK as f64 / (1024.0 * 1024.0) / start.elapsed().as_secs_f64();
+    let done: Done = Box::new(move |ending, received| {
+        let _ = tx.send((ending, received));
+    });
+    weir_client(&reactor, &config, &address, bulk(), done);
+    assert_eq!(rx.recv().unwrap(), (Ending::Completed, bulk()));
+    let bulk = bulk() as f64 / (1024.0 * 1024.0) / start.elapsed().as_secs_f64();
+    let (tx, rx) = mpsc::channel();
     let start = Instant::now();
-    for _ in 0..HANDSHAKES {
-        let t = Instant::now();
-        assert_eq!(weir_client(&reactor, &config, &address, 1), 1);
-        if std::env::var_os("TLS_BENCH_TRACE").is_some() {
-            eprintln!("one connection: {:?}", t.elapsed());
-        }
-    }
+    weir_handshakes(reactor.clone(), config, address, HANDSHAKES, tx);
+    rx.recv().unwrap();
     let rate = HANDSHAKES as f64 / start.elapsed().as_secs_f64();
     reactor.stop();
     let _ = thread.join();
@@ -197,8 +224,9 @@ fn tokio_run() -> (f64, f64) {
             }
         };
         let start = Instant::now();
-        assert_eq!(client(BULK).await, BULK);
-        let bulk = BULK as f64 / (1024.0 * 1024.0) / start.elapsed().as_secs_f64();
+        let total = bulk();
+        assert_eq!(client(total).await, total);
+        let bulk = total as f64 / (1024.0 * 1024.0) / start.elapsed().as_secs_f64();
         let start = Instant::now();
         for _ in 0..HANDSHAKES {
             assert_eq!(client(1).await, 1);
@@ -208,13 +236,46 @@ fn tokio_run() -> (f64, f64) {
     })
 }
 
+/// The median of a few samples.
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
 fn main() {
-    let _ = Duration::ZERO;
-    let (weir_bulk, weir_rate) = weir_run();
-    let (tokio_bulk, tokio_rate) = tokio_run();
+    let only = std::env::var("TLS_BENCH_ONLY").unwrap_or_default();
+    let rounds: usize = std::env::var("TLS_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let (mut weir, mut tokio) = (Vec::new(), Vec::new());
+    // Alternate which side runs first: each run leaves the allocator and the CPU caches in a
+    // different state for the next one.
+    for round in 0..rounds {
+        let first_weir = round % 2 == 0;
+        for side in [first_weir, !first_weir] {
+            if side && only != "tokio" {
+                weir.push(weir_run());
+            } else if !side && only != "weir" {
+                tokio.push(tokio_run());
+            }
+        }
+    }
+    let summary = |runs: &[(f64, f64)]| {
+        if runs.is_empty() {
+            return (f64::NAN, f64::NAN);
+        }
+        (
+            median(runs.iter().map(|r| r.0).collect()),
+            median(runs.iter().map(|r| r.1).collect()),
+        )
+    };
+    let (weir_bulk, weir_rate) = summary(&weir);
+    let (tokio_bulk, tokio_rate) = summary(&tokio);
     println!(
-        "TLS echo on loopback, {} MiB bulk, {HANDSHAKES} sequential handshakes",
-        BULK >> 20
+        "TLS echo on loopback, {} MiB bulk, {HANDSHAKES} sequential handshakes, median of {rounds} \
+         alternating rounds; client and server on one reactor thread / one current-thread runtime",
+        bulk() >> 20
     );
     println!("{:<28} {:>12} {:>12} {:>8}", "", "weir", "tokio", "ratio");
     println!(
