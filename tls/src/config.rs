@@ -1,11 +1,12 @@
 //! Session configuration: [`TlsClientConfig`], [`TlsServerConfig`], the server's
-//! [`TlsIdentity`] and the buffer bounds in [`TlsLimits`].
+//! [`TlsIdentity`] and the buffer and time bounds in [`TlsLimits`].
 //!
 //! A config is built once (building a client config loads the system's trusted roots, which is
 //! slow) and shared by every session started from it; cloning one is cheap.
 
 use std::fmt;
 use std::path::Path;
+use std::time::Duration;
 
 use crate::error::TlsError;
 
@@ -15,7 +16,11 @@ const DEFAULT_LIMIT: usize = 64 * 1024;
 /// Smallest accepted bound, in bytes; smaller requests are raised to it.
 const MIN_LIMIT: usize = 4 * 1024;
 
-/// The bounds on the buffers a [`TlsSession`](crate::TlsSession) keeps.
+/// Default time a handshake may take once the transport is attached.
+const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The bounds on the buffers a [`TlsSession`](crate::TlsSession) keeps, and on how long its
+/// handshake may take.
 ///
 /// | buffer | default | what happens at the bound |
 /// |---|---|---|
@@ -30,6 +35,11 @@ const MIN_LIMIT: usize = 4 * 1024;
 ///
 /// Each bound is at least 4 KiB; smaller values are raised to that.
 ///
+/// The handshake timeout (default 30 s) is enforced by [`TlsElement`](crate::TlsElement),
+/// counted from the moment its transport attaches: a peer that connects and then says nothing,
+/// or stalls half-way, ends the element with [`TlsError::HandshakeTimeout`] instead of holding
+/// a connection forever. A bare `TlsSession` has no clock; its caller enforces the bound.
+///
 /// [`ciphertext_capacity`]: crate::TlsSession::ciphertext_capacity
 /// [`plaintext_capacity`]: crate::TlsSession::plaintext_capacity
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +50,8 @@ pub struct TlsLimits {
     outgoing_plaintext: usize,
     /// High water mark of the outgoing ciphertext queue, in bytes.
     outgoing_ciphertext: usize,
+    /// How long the handshake may take, if bounded.
+    handshake_timeout: Option<Duration>,
 }
 
 impl Default for TlsLimits {
@@ -48,6 +60,7 @@ impl Default for TlsLimits {
             incoming_ciphertext: DEFAULT_LIMIT,
             outgoing_plaintext: DEFAULT_LIMIT,
             outgoing_ciphertext: DEFAULT_LIMIT,
+            handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
         }
     }
 }
@@ -69,6 +82,24 @@ impl TlsLimits {
     pub fn with_outgoing_ciphertext(mut self, bytes: usize) -> Self {
         self.outgoing_ciphertext = bytes.max(MIN_LIMIT);
         self
+    }
+
+    /// Sets how long the handshake may take once the transport is attached.
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = Some(timeout);
+        self
+    }
+
+    /// Lets the handshake take as long as the peer likes (not recommended for servers: an
+    /// idle peer then holds its connection until the transport itself gives up).
+    pub fn without_handshake_timeout(mut self) -> Self {
+        self.handshake_timeout = None;
+        self
+    }
+
+    /// How long the handshake may take, if bounded.
+    pub fn handshake_timeout(&self) -> Option<Duration> {
+        self.handshake_timeout
     }
 
     /// The bound of the incoming ciphertext queue, in bytes.

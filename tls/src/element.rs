@@ -10,7 +10,7 @@ use weir_io::{
     ByteConsumer, ByteIoPair, ByteProducer, ControlReply, Credentials, Credit, Ending, IoControl,
     Link, LinkSlot,
 };
-use weir_reactor::Reactor;
+use weir_reactor::{Reactor, Timer};
 
 use crate::{
     HandshakeInfo, TlsClientConfig, TlsError, TlsEvent, TlsRole, TlsServerConfig, TlsSession,
@@ -102,7 +102,7 @@ type EventCallback = Box<dyn FnMut(&TlsEvent) + Send>;
 /// Two elements wired to each other, without any transport:
 ///
 /// ```no_run
-/// use weir_reactor::Reactor;
+/// use weir_reactor::{Reactor, Timer};
 /// use weir_tls::{TlsClientConfig, TlsElement, TlsIdentity, TlsServerConfig};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -164,6 +164,8 @@ enum Authorization {
 
 /// Mutable part of [`Inner`].
 struct State {
+    /// The handshake deadline, armed once when the transport attaches.
+    handshake_timer: Option<Timer>,
     /// A pump is running; a nested one only sets `again`.
     pumping: bool,
     /// Something changed while the pump ran: run it once more.
@@ -267,6 +269,7 @@ impl TlsElement {
             plain_out: LinkSlot::new(),
             session: Mutex::new(session),
             state: Mutex::new(State {
+                handshake_timer: None,
                 pumping: false,
                 again: false,
                 pump_queued: false,
@@ -573,6 +576,9 @@ impl Inner {
                     let mut state = self.state.lock();
                     state.handshake_done = true;
                     state.info = Some(info);
+                    if let Some(timer) = &state.handshake_timer {
+                        timer.cancel();
+                    }
                 }
                 TlsEvent::PeerClosed => {
                     {
@@ -715,14 +721,39 @@ impl Inner {
     /// The application vetoed the peer: abort everything.
     fn deny(&self) {
         tracing::debug!(role = ?self.role, "peer refused by the application");
-        let event = TlsEvent::Failed(TlsError::Unauthorized);
-        self.notify(&event);
-        {
-            let mut state = self.state.lock();
-            state.authorization = Authorization::Denied;
-            if let TlsEvent::Failed(error) = event {
-                state.error.get_or_insert_with(|| Arc::new(error));
+        self.state.lock().authorization = Authorization::Denied;
+        self.give_up(TlsError::Unauthorized);
+    }
+
+    /// Arms the handshake deadline, once, when the transport attaches.
+    fn arm_handshake_timeout(&self) {
+        let Some(after) = self.session.lock().limits().handshake_timeout() else {
+            return;
+        };
+        let mut state = self.state.lock();
+        if state.handshake_timer.is_some() || state.handshake_done || state.error.is_some() {
+            return;
+        }
+        let me = self.me.clone();
+        state.handshake_timer = Some(self.reactor.schedule(after, move || {
+            if let Some(inner) = me.upgrade() {
+                if inner.is_handshaking() {
+                    tracing::debug!(role = ?inner.role, ?after, "tls handshake timed out");
+                    inner.give_up(TlsError::HandshakeTimeout { after });
+                }
             }
+        }));
+    }
+
+    /// Fails with `error` and aborts everything, with no alert: the peer is not worth one.
+    fn give_up(&self, error: TlsError) {
+        let event = TlsEvent::Failed(error);
+        self.notify(&event);
+        if let TlsEvent::Failed(error) = event {
+            self.state
+                .lock()
+                .error
+                .get_or_insert_with(|| Arc::new(error));
         }
         self.abort_all();
     }
@@ -831,6 +862,9 @@ impl Inner {
             if state.aborted {
                 return;
             }
+            if let Some(timer) = &state.handshake_timer {
+                timer.cancel();
+            }
             state.aborted = true;
             state.cipher_in_closed = true;
             state.cipher_out_ended = true;
@@ -904,6 +938,7 @@ impl ByteConsumer for CipherConsumer {
             link.abort();
             return Credit::ZERO;
         }
+        self.0.arm_handshake_timeout();
         self.0.cipher_credit(link)
     }
 

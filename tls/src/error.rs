@@ -8,10 +8,11 @@
 
 use std::error::Error as StdError;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Everything that can go wrong in this crate.
 ///
-/// The variants fall into four groups:
+/// The variants fall into these groups:
 ///
 /// - **the peer's certificate was rejected by our checks**: [`CertificateExpired`],
 ///   [`HostnameMismatch`], [`UnknownIssuer`], and [`CertificateRejected`] for every other
@@ -19,7 +20,8 @@ use std::path::PathBuf;
 /// - **the peer or the transport broke the session**: [`Handshake`] (a protocol failure before
 ///   the handshake finished), [`PeerAlert`] (the peer sent a fatal alert, e.g. because it
 ///   rejected *our* certificate), [`Protocol`] (a failure after the handshake), [`Truncated`]
-///   (the transport ended in the middle of the handshake);
+///   (the transport ended in the middle of the handshake), [`HandshakeTimeout`] (the peer
+///   did not finish the handshake in time);
 /// - **the caller misused the API**: [`Closed`], [`InvalidServerName`];
 /// - **the application refused the peer**: [`Unauthorized`];
 /// - **configuration could not be built**: [`Config`], [`ReadFile`].
@@ -38,6 +40,7 @@ use std::path::PathBuf;
 /// [`PeerAlert`]: TlsError::PeerAlert
 /// [`Protocol`]: TlsError::Protocol
 /// [`Truncated`]: TlsError::Truncated
+/// [`HandshakeTimeout`]: TlsError::HandshakeTimeout
 /// [`Closed`]: TlsError::Closed
 /// [`InvalidServerName`]: TlsError::InvalidServerName
 /// [`Config`]: TlsError::Config
@@ -122,6 +125,14 @@ pub enum TlsError {
     /// The transport ended before the handshake finished.
     #[error("transport ended during the tls handshake")]
     Truncated,
+    /// The handshake did not finish within
+    /// [`TlsLimits::handshake_timeout`](crate::TlsLimits::handshake_timeout): the peer said
+    /// nothing, or stalled half-way. The element aborted its chain.
+    #[error("tls handshake did not finish within {after:?}")]
+    HandshakeTimeout {
+        /// The bound that passed.
+        after: Duration,
+    },
     /// The application refused the peer: it answered [`IoControl::Authorize`] with
     /// [`ControlReply::Denied`] and the [`TlsElement`](crate::TlsElement) aborted its chain.
     ///

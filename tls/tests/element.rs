@@ -20,7 +20,7 @@ use weir_io::{
 use weir_reactor::{Direction, Reactor, ReactorThread};
 use weir_sock::{AgentConfig, ConnectOptions, Descriptors, ListenOptions, StreamAgent, StreamIo};
 use weir_tls::net::{self, TlsConnection, TlsListener};
-use weir_tls::{TlsClientConfig, TlsElement, TlsError, TlsServerConfig};
+use weir_tls::{TlsClientConfig, TlsElement, TlsError, TlsLimits, TlsServerConfig};
 
 use common::{client_trusting_ca, pki};
 
@@ -834,4 +834,76 @@ fn refused_connection_ends_the_application_lost() {
     let app = Client::attach(&rig.reactor, &connection.plain, false);
     assert_eq!(app.ending(), Ending::Lost);
     assert!(!connection.tls.is_handshake_done());
+}
+
+#[test]
+fn silent_peer_is_dropped_at_the_handshake_timeout_and_a_prompt_one_is_not() {
+    use std::io::{Read, Write};
+
+    let rig = Rig::new();
+    let timeout = Duration::from_millis(300);
+    let server_config = TlsServerConfig::builder(pki().localhost.identity())
+        .with_limits(TlsLimits::default().with_handshake_timeout(timeout))
+        .build()
+        .unwrap();
+    let r = rig.reactor.clone();
+    let (tx, accepted) = mpsc::channel();
+    let listener = TlsListener::bind(
+        &rig.reactor,
+        &"127.0.0.1:0".parse().unwrap(),
+        server_config,
+        ListenOptions::default(),
+        AgentConfig::default(),
+        move |connection: TlsConnection| {
+            let app = Client::attach(&r, &connection.plain, false);
+            let _ = tx.send((app, connection.tls));
+        },
+    )
+    .unwrap();
+    let address = match listener.local_address() {
+        weir_sock::Address::Tcp(address) => *address,
+        other => panic!("not TCP: {other:?}"),
+    };
+
+    // A peer that connects and never says a word.
+    let mut silent = std::net::TcpStream::connect(address).unwrap();
+    silent.set_read_timeout(Some(DEADLINE)).unwrap();
+    let (app, tls) = accepted.recv_timeout(DEADLINE).unwrap();
+    let started = Instant::now();
+    assert_eq!(app.ending(), Ending::Lost);
+    assert!(started.elapsed() < DEADLINE);
+    match tls.error().as_deref() {
+        Some(TlsError::HandshakeTimeout { after }) => assert_eq!(*after, timeout),
+        other => panic!("expected a handshake timeout, got {other:?}"),
+    }
+    // The server dropped the connection: the silent peer reads its end.
+    let mut buf = [0u8; 64];
+    match silent.read(&mut buf) {
+        Ok(0) => {}
+        Err(error) if error.kind() == io::ErrorKind::ConnectionReset => {}
+        other => panic!("expected the connection closed, got {other:?}"),
+    }
+    // Speaking after the timeout is too late: the socket is gone.
+    let _ = silent.write_all(b"\x16\x03\x01");
+
+    // A client that completes the handshake keeps its connection past the bound.
+    let config = client_trusting_ca().build().unwrap();
+    let connection = net::connect(
+        &rig.reactor,
+        listener.local_address().clone(),
+        "localhost",
+        &config,
+        ConnectOptions::default(),
+    )
+    .unwrap();
+    let client = Client::attach(&rig.reactor, &connection.plain, false);
+    client.writer.write(&b"before"[..]).unwrap();
+    let (server_app, server_tls) = accepted.recv_timeout(DEADLINE).unwrap();
+    server_app.wait_for(6);
+    // Let the bound pass with the session established: nothing may fire.
+    std::thread::sleep(timeout * 2);
+    client.writer.write(&b" and after"[..]).unwrap();
+    assert_eq!(server_app.wait_for(16), b"before and after");
+    assert!(server_tls.error().is_none());
+    assert!(connection.tls.error().is_none());
 }
