@@ -102,7 +102,7 @@ type EventCallback = Box<dyn FnMut(&TlsEvent) + Send>;
 /// Two elements wired to each other, without any transport:
 ///
 /// ```no_run
-/// use weir_reactor::{Reactor, Timer};
+/// use weir_reactor::Reactor;
 /// use weir_tls::{TlsClientConfig, TlsElement, TlsIdentity, TlsServerConfig};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
