@@ -32,7 +32,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The loop runs on [`polling`] in level-triggered mode; see [`ByteHandle`] for the readiness
+//! The loop runs on level-triggered epoll (Linux); see [`ByteHandle`] for the readiness
 //! contract (spurious wake-ups, drain until `WouldBlock`, hang-ups and errors). The crate has
 //! no Cargo features.
 #![deny(missing_docs)]
@@ -40,6 +40,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod handle;
+mod poller;
 mod reactor;
 mod timer;
 

@@ -1,4 +1,4 @@
-//! The reactor: one loop over `polling`, its timers and its queue of calls.
+//! The reactor: one loop over epoll, its timers and its queue of calls.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -12,10 +12,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use polling::{Event, Events, PollMode, Poller};
 use slab::Slab;
 
 use crate::handle::{ByteHandle, CloseReason, Direction, Interest};
+use crate::poller::{Poller, Ready};
 use crate::timer::{Call, Timer, TimerQueue};
 use crate::ReactorError;
 
@@ -101,13 +101,12 @@ pub struct Token {
 
 impl Token {
     /// The key given to the poller.
-    fn key(self) -> usize {
-        (u64::from(self.generation) << 32 | u64::from(self.index)) as usize
+    fn key(self) -> u64 {
+        u64::from(self.generation) << 32 | u64::from(self.index)
     }
 
     /// The token a poller key stands for.
-    fn from_key(key: usize) -> Token {
-        let key = key as u64;
+    fn from_key(key: u64) -> Token {
         Token {
             index: key as u32,
             generation: (key >> 32) as u32,
@@ -318,22 +317,23 @@ impl Reactor {
         let generation = registry.next_generation;
         registry.next_generation = generation.wrapping_add(1);
         let vacant = registry.entries.vacant_entry();
-        let index = u32::try_from(vacant.key()).map_err(|_| {
-            ReactorError::Io(io::Error::new(
-                io::ErrorKind::OutOfMemory,
-                "too many registrations",
-            ))
-        })?;
+        // Index `u32::MAX` is left out so that no key equals the poller's wake-up key.
+        let index = u32::try_from(vacant.key())
+            .ok()
+            .filter(|&index| index != u32::MAX)
+            .ok_or_else(|| {
+                ReactorError::Io(io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    "too many registrations",
+                ))
+            })?;
         let token = Token { index, generation };
-        // SAFETY: the handle owns `fd` and promises (see `ByteHandle`, "Dropping") to
-        // deregister it before closing it, which is polling's condition for `add`.
-        let added = unsafe {
-            self.shared.poller.add_with_mode(
-                fd.as_raw_fd(),
-                event_for(token, interest),
-                PollMode::Level,
-            )
-        };
+        // The handle owns `fd` and promises (see `ByteHandle`, "Dropping") to deregister it
+        // before closing it, so the entry's raw descriptor stays valid while registered.
+        let added = self
+            .shared
+            .poller
+            .add(fd, token.key(), interest.read, interest.write);
         let polled = match added {
             Ok(()) => true,
             // epoll refuses regular files: they never block, so they are always ready.
@@ -379,7 +379,7 @@ impl Reactor {
             let fd = unsafe { BorrowedFd::borrow_raw(entry.fd) };
             self.shared
                 .poller
-                .modify_with_mode(fd, event_for(token, interest), PollMode::Level)?;
+                .modify(fd, token.key(), interest.read, interest.write)?;
         } else if !interest.is_none() && !self.is_reactor_thread() {
             drop(registry);
             self.wake();
@@ -502,17 +502,6 @@ impl Registry {
     }
 }
 
-/// The poller event a token and an interest ask for.
-fn event_for(token: Token, interest: Interest) -> Event {
-    let key = token.key();
-    match (interest.read, interest.write) {
-        (true, true) => Event::all(key),
-        (true, false) => Event::readable(key),
-        (false, true) => Event::writable(key),
-        (false, false) => Event::none(key),
-    }
-}
-
 /// `EPERM`, which epoll answers for descriptors it cannot watch.
 fn libc_eperm() -> i32 {
     1
@@ -534,29 +523,14 @@ fn guarded(what: &str, f: impl FnOnce()) -> bool {
     }
 }
 
-/// What the loop knows about one readiness report.
-#[derive(Clone, Copy)]
-struct Readiness {
-    /// The registration.
-    token: Token,
-    /// Readable.
-    read: bool,
-    /// Writable.
-    write: bool,
-    /// Error condition.
-    error: bool,
-    /// Hang-up.
-    hang_up: bool,
-}
-
 /// The loop's private state.
 struct Loop {
     /// The reactor's shared state.
     shared: Arc<Shared>,
-    /// Buffer for poller events.
-    events: Events,
-    /// Readiness collected from one wait.
-    ready: Vec<Readiness>,
+    /// Scratch space for the kernel's events.
+    raw: Vec<rustix::event::epoll::Event>,
+    /// Readiness from one wait, then from the always-ready entries.
+    ready: Vec<Ready>,
     /// Calls taken from the queue for one turn.
     calls: VecDeque<Call>,
     /// Timers due in one turn.
@@ -568,7 +542,7 @@ impl Loop {
     fn new(reactor: Reactor) -> Loop {
         Loop {
             shared: reactor.shared.clone(),
-            events: Events::new(),
+            raw: Vec::new(),
             ready: Vec::new(),
             calls: VecDeque::new(),
             due: Vec::new(),
@@ -579,14 +553,18 @@ impl Loop {
     fn run(mut self) -> Result<(), ReactorError> {
         while !self.shared.stop_requested.load(Ordering::Acquire) {
             let timeout = self.timeout();
-            self.events.clear();
-            if let Err(err) = self.shared.poller.wait(&mut self.events, timeout) {
+            self.ready.clear();
+            if let Err(err) = self
+                .shared
+                .poller
+                .wait(&mut self.raw, &mut self.ready, timeout)
+            {
                 if err.kind() != io::ErrorKind::Interrupted {
                     return Err(ReactorError::Io(err));
                 }
             }
             self.shared.wake_pending.store(false, Ordering::Release);
-            self.collect_ready();
+            self.add_always_ready();
             self.dispatch_ready();
             if self.shared.stop_requested.load(Ordering::Acquire) {
                 break;
@@ -622,18 +600,8 @@ impl Loop {
         })
     }
 
-    /// Turns poller events and always-ready entries into readiness reports.
-    fn collect_ready(&mut self) {
-        self.ready.clear();
-        for event in self.events.iter() {
-            self.ready.push(Readiness {
-                token: Token::from_key(event.key),
-                read: event.readable,
-                write: event.writable,
-                error: event.is_err().unwrap_or(false),
-                hang_up: event.is_interrupt(),
-            });
-        }
+    /// Adds readiness reports for the entries served without the poller.
+    fn add_always_ready(&mut self) {
         let registry = self.shared.registry.lock();
         for &index in &registry.always_ready {
             if let Some(entry) = registry.entries.get(index) {
@@ -643,8 +611,8 @@ impl Loop {
                 };
                 let (read, write) = (entry.interest.read, entry.interest.write);
                 if read || write {
-                    self.ready.push(Readiness {
-                        token,
+                    self.ready.push(Ready {
+                        key: token.key(),
                         read,
                         write,
                         error: false,
@@ -659,26 +627,27 @@ impl Loop {
     fn dispatch_ready(&mut self) {
         for i in 0..self.ready.len() {
             let ready = self.ready[i];
+            let token = Token::from_key(ready.key);
             if ready.error {
-                self.close_entry(ready.token, CloseReason::Error);
+                self.close_entry(token, CloseReason::Error);
                 continue;
             }
             if ready.hang_up {
-                self.hang_up(ready.token);
+                self.hang_up(token);
             }
             // Look the entry up before each call: an earlier callback may have removed it.
             if ready.read {
-                if let Some(handle) = self.handle_for(ready.token, |i| i.read) {
+                if let Some(handle) = self.handle_for(token, |i| i.read) {
                     if !guarded("on_readable", || handle.on_readable()) {
-                        self.close_entry(ready.token, CloseReason::Lost);
+                        self.close_entry(token, CloseReason::Lost);
                         continue;
                     }
                 }
             }
             if ready.write {
-                if let Some(handle) = self.handle_for(ready.token, |i| i.write) {
+                if let Some(handle) = self.handle_for(token, |i| i.write) {
                     if !guarded("on_writable", || handle.on_writable()) {
-                        self.close_entry(ready.token, CloseReason::Lost);
+                        self.close_entry(token, CloseReason::Lost);
                     }
                 }
             }
