@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Run with `cargo bench -p weir-bench --bench chain`. Without `--bench` (as under
-//! `cargo test --all-targets`) it runs a tiny smoke version and prints nothing.
+//! `cargo test --all-targets`) it runs a tiny smoke version and prints nothing. With
+//! `CHAIN_PROFILE_WEIR=1` it runs only weir's 64 B chain, long enough for `perf record`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -183,6 +184,11 @@ fn best(runs: usize, mut f: impl FnMut() -> Duration) -> Duration {
 }
 
 fn main() {
+    // For a profiler: only weir's chain, 64 B chunks, 1 GiB.
+    if std::env::var_os("CHAIN_PROFILE_WEIR").is_some() {
+        weir_chain(64, 1 << 24);
+        return;
+    }
     let benching = std::env::args().any(|a| a == "--bench");
     if !benching {
         // Smoke run under `cargo test --all-targets`.
