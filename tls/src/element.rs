@@ -953,7 +953,7 @@ impl ByteConsumer for CipherConsumer {
         if held {
             self.0.state.lock().cipher_held.extend_from_slice(&data);
         } else {
-            let n = self.0.session.lock().handle_ciphertext(&data);
+            let n = self.0.session.lock().handle_ciphertext_bytes(&data);
             if n < data.len() {
                 self.0
                     .state

@@ -11,7 +11,7 @@ use native_tls::{HandshakeError, MidHandshakeTlsStream, TlsStream};
 
 use crate::config::{TlsClientConfig, TlsLimits, TlsServerConfig};
 use crate::error::{classify, Phase, TlsError};
-use crate::transport::MemoryTransport;
+use crate::transport::{Incoming, MemoryTransport};
 
 /// Most plaintext bytes in one TLS record; plaintext is encrypted at most this much at a time.
 const MAX_RECORD_PLAINTEXT: usize = 16 * 1024;
@@ -309,17 +309,28 @@ impl TlsSession {
     /// wait until plaintext is read. Once the incoming direction is over (closed, truncated or
     /// failed), every byte is taken and dropped.
     pub fn handle_ciphertext(&mut self, ciphertext: &[u8]) -> usize {
+        self.take_ciphertext(ciphertext.len(), |n| {
+            Bytes::copy_from_slice(&ciphertext[..n])
+        })
+    }
+
+    /// Like [`handle_ciphertext`](Self::handle_ciphertext), queueing the bytes taken without
+    /// copying them.
+    pub fn handle_ciphertext_bytes(&mut self, ciphertext: &Bytes) -> usize {
+        self.take_ciphertext(ciphertext.len(), |n| ciphertext.slice(..n))
+    }
+
+    /// Takes the first bytes of `len` offered, as many as there is room for; `first(n)` gives
+    /// them.
+    fn take_ciphertext(&mut self, len: usize, first: impl FnOnce(usize) -> Bytes) -> usize {
         if self.read_state == DirectionState::Ended || matches!(self.stage, Stage::Gone) {
-            if !ciphertext.is_empty() {
-                tracing::trace!(len = ciphertext.len(), "dropping ciphertext after the end");
+            if len > 0 {
+                tracing::trace!(len, "dropping ciphertext after the end");
             }
-            return ciphertext.len();
+            return len;
         }
-        let n = ciphertext.len().min(self.ciphertext_capacity());
-        self.transport
-            .lock()
-            .incoming
-            .extend_from_slice(&ciphertext[..n]);
+        let n = len.min(self.ciphertext_capacity());
+        self.transport.lock().incoming.push(first(n));
         self.advance();
         n
     }
@@ -653,7 +664,7 @@ impl TlsSession {
         self.read_state = DirectionState::Ended;
         self.write_state = WriteState::Ended;
         self.pending_plaintext = BytesMut::new();
-        self.transport.lock().incoming = BytesMut::new();
+        self.transport.lock().incoming = Incoming::default();
     }
 
     /// Queues an event.

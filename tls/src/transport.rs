@@ -11,16 +11,66 @@
 //! the stream by value and drops it when a handshake fails; the alert OpenSSL wrote just before
 //! must still reach the peer.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Received ciphertext as the chunks it arrived in: queued without copying, copied once, into
+/// OpenSSL's record buffer.
+#[derive(Debug, Default)]
+pub(crate) struct Incoming {
+    /// The chunks, oldest first; none is empty.
+    chunks: VecDeque<Bytes>,
+    /// Their total length.
+    len: usize,
+}
+
+impl Incoming {
+    /// Appends a chunk.
+    pub(crate) fn push(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.len += chunk.len();
+            self.chunks.push_back(chunk);
+        }
+    }
+
+    /// Bytes queued.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Moves up to `buf.len()` bytes into `buf`; returns how many.
+    fn read(&mut self, buf: &mut [u8]) -> usize {
+        let mut filled = 0;
+        while filled < buf.len() {
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            let n = front.len().min(buf.len() - filled);
+            buf[filled..filled + n].copy_from_slice(&front[..n]);
+            front.advance(n);
+            if front.is_empty() {
+                self.chunks.pop_front();
+            }
+            filled += n;
+        }
+        self.len -= filled;
+        filled
+    }
+}
 
 /// The two ciphertext queues and the end-of-transport flags.
 #[derive(Debug, Default)]
 pub(crate) struct Queues {
     /// Ciphertext received from the peer, not yet consumed by OpenSSL.
-    pub(crate) incoming: BytesMut,
+    pub(crate) incoming: Incoming,
     /// Ciphertext produced by OpenSSL, not yet drained by the caller.
     pub(crate) outgoing: BytesMut,
     /// The caller reported that no more incoming ciphertext will come.
@@ -54,10 +104,7 @@ impl Read for MemoryTransport {
             }
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        let n = buf.len().min(queues.incoming.len());
-        buf[..n].copy_from_slice(&queues.incoming[..n]);
-        queues.incoming.advance(n);
-        Ok(n)
+        Ok(queues.incoming.read(buf))
     }
 }
 
@@ -83,7 +130,9 @@ mod tests {
         let err = transport.read(&mut buf).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
 
-        transport.lock().incoming.extend_from_slice(b"abcdef");
+        transport.lock().incoming.push(Bytes::from_static(b"abc"));
+        transport.lock().incoming.push(Bytes::new());
+        transport.lock().incoming.push(Bytes::from_static(b"def"));
         assert_eq!(transport.read(&mut buf).unwrap(), 4);
         assert_eq!(&buf, b"abcd");
         transport.lock().incoming_ended = true;
