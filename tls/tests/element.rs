@@ -754,6 +754,24 @@ fn hundred_mib_through_tls_over_tcp_byte_for_byte() {
     assert!(connected, "Connected passed through the TLS element");
 }
 
+/// A TLS client to `address` for "localhost", with a recording application attached.
+fn connect_client(
+    reactor: &Reactor,
+    address: weir_sock::Address,
+    config: &TlsClientConfig,
+) -> (TlsConnection, Client) {
+    let connection = net::connect(
+        reactor,
+        address,
+        "localhost",
+        config,
+        ConnectOptions::default(),
+    )
+    .unwrap();
+    let app = Client::attach(reactor, &connection.plain, false);
+    (connection, app)
+}
+
 /// A server application that records what it gets, on a listener.
 fn recording_listener(reactor: &Reactor) -> (TlsListener, Receiver<(Client, TlsElement)>) {
     let r = reactor.clone();
@@ -780,15 +798,8 @@ fn clean_end_is_completed_and_cut_transport_is_truncation() {
     let config = client_trusting_ca().build().unwrap();
 
     // Clean: the client's stream ends, close_notify goes out.
-    let connection = net::connect(
-        &rig.reactor,
-        listener.local_address().clone(),
-        "localhost",
-        &config,
-        ConnectOptions::default(),
-    )
-    .unwrap();
-    let app = Client::attach(&rig.reactor, &connection.plain, false);
+    let (_connection, app) =
+        connect_client(&rig.reactor, listener.local_address().clone(), &config);
     app.writer.write(&b"all of it"[..]).unwrap();
     app.writer.end_write(Ending::Completed);
     let (server_app, server_tls) = accepted.recv_timeout(DEADLINE).unwrap();
@@ -797,15 +808,7 @@ fn clean_end_is_completed_and_cut_transport_is_truncation() {
     assert!(server_tls.is_peer_closed() && !server_tls.is_truncated());
 
     // Cut: the client's socket closes without close_notify.
-    let connection = net::connect(
-        &rig.reactor,
-        listener.local_address().clone(),
-        "localhost",
-        &config,
-        ConnectOptions::default(),
-    )
-    .unwrap();
-    let app = Client::attach(&rig.reactor, &connection.plain, false);
+    let (connection, app) = connect_client(&rig.reactor, listener.local_address().clone(), &config);
     app.writer.write(&b"partial"[..]).unwrap();
     let (server_app, server_tls) = accepted.recv_timeout(DEADLINE).unwrap();
     server_app.wait_for(7);
@@ -823,15 +826,7 @@ fn refused_connection_ends_the_application_lost() {
         .local_addr()
         .unwrap();
     let config = client_trusting_ca().build().unwrap();
-    let connection = net::connect(
-        &rig.reactor,
-        port.into(),
-        "localhost",
-        &config,
-        ConnectOptions::default(),
-    )
-    .unwrap();
-    let app = Client::attach(&rig.reactor, &connection.plain, false);
+    let (connection, app) = connect_client(&rig.reactor, port.into(), &config);
     assert_eq!(app.ending(), Ending::Lost);
     assert!(!connection.tls.is_handshake_done());
 }
@@ -888,15 +883,8 @@ fn silent_peer_is_dropped_at_the_handshake_timeout_and_a_prompt_one_is_not() {
 
     // A client that completes the handshake keeps its connection past the bound.
     let config = client_trusting_ca().build().unwrap();
-    let connection = net::connect(
-        &rig.reactor,
-        listener.local_address().clone(),
-        "localhost",
-        &config,
-        ConnectOptions::default(),
-    )
-    .unwrap();
-    let client = Client::attach(&rig.reactor, &connection.plain, false);
+    let (connection, client) =
+        connect_client(&rig.reactor, listener.local_address().clone(), &config);
     client.writer.write(&b"before"[..]).unwrap();
     let (server_app, server_tls) = accepted.recv_timeout(DEADLINE).unwrap();
     server_app.wait_for(6);
