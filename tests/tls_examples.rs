@@ -5,55 +5,16 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::pki;
+use common::{free_port, pki, ChildGuard};
 
 /// Bound on every wait; reached only when something is broken.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// A child process killed (and reaped) when the test ends, however it ends.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl ChildGuard {
-    /// Waits for the child to exit, at most until `DEADLINE`.
-    fn wait(&mut self) -> ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status;
-            }
-            assert!(start.elapsed() < DEADLINE, "child did not exit");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// The child's stderr, once it has exited.
-    fn stderr(&mut self) -> String {
-        let mut text = String::new();
-        if let Some(stderr) = self.0.stderr.as_mut() {
-            let _ = stderr.read_to_string(&mut text);
-        }
-        text
-    }
-
-    /// Drops the child's stdin: its end of file.
-    fn close_stdin(&mut self) {
-        drop(self.0.stdin.take());
-    }
-}
 
 /// Reads `stdout` line by line on a thread; [`wait_for`] consumes the lines.
 fn lines(stdout: ChildStdout) -> mpsc::Receiver<String> {
@@ -198,15 +159,6 @@ fn echo_server_example_against_openssl_s_client() {
     client.close_stdin();
     let status = client.wait();
     assert!(status.success(), "s_client: {}", client.stderr());
-}
-
-/// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

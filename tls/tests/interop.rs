@@ -7,56 +7,14 @@ mod common;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{client_trusting_ca, pki};
+use common::{client_trusting_ca, free_port, pki, ChildGuard};
 use weir_tls::{TlsError, TlsEvent, TlsSession};
 
 /// Upper bound for any single wait in these tests; reached only when something is broken.
 const DEADLINE: Duration = Duration::from_secs(20);
-
-/// A child process killed (and reaped) when the test ends, however it ends.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl ChildGuard {
-    /// Waits for the child to exit, at most until `DEADLINE`.
-    fn wait(&mut self) -> ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status;
-            }
-            assert!(start.elapsed() < DEADLINE, "openssl child did not exit");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// The child's stderr, once it has exited.
-    fn stderr(&mut self) -> String {
-        let mut text = String::new();
-        if let Some(stderr) = self.0.stderr.as_mut() {
-            let _ = stderr.read_to_string(&mut text);
-        }
-        text
-    }
-}
-
-/// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Writes `bytes` to `dir/name` and returns the path as a string for the command line.
 fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> String {

@@ -372,3 +372,54 @@ pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A child process killed (and reaped) when the test ends, however it ends.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl ChildGuard {
+    /// Waits for the child to exit, at most a minute (reached only when something is broken).
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(60),
+                "child process did not exit"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// The child's stderr, once it has exited.
+    pub fn stderr(&mut self) -> String {
+        use std::io::Read;
+        let mut text = String::new();
+        if let Some(stderr) = self.0.stderr.as_mut() {
+            let _ = stderr.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// Drops the child's stdin: its end of file.
+    pub fn close_stdin(&mut self) {
+        drop(self.0.stdin.take());
+    }
+}
+
+/// A loopback TCP port that was free a moment ago (for an `openssl s_server` to listen on).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
