@@ -4,46 +4,12 @@
 #[path = "../tls/tests/common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{ChildStdout, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
-use common::{free_port, pki, ChildGuard};
-
-/// Bound on every wait; reached only when something is broken.
-const DEADLINE: Duration = Duration::from_secs(60);
-
-/// Reads `stdout` line by line on a thread; [`wait_for`] consumes the lines.
-fn lines(stdout: ChildStdout) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        while reader.read_line(&mut line).unwrap_or(0) > 0 {
-            if tx.send(std::mem::take(&mut line)).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-/// Takes lines until one contains `needle`; returns everything taken. Stops early at the end
-/// of the output or at `DEADLINE`.
-fn wait_for(lines: &mpsc::Receiver<String>, needle: &str) -> String {
-    let start = Instant::now();
-    let mut text = String::new();
-    while let Ok(line) = lines.recv_timeout(DEADLINE.saturating_sub(start.elapsed())) {
-        text.push_str(&line);
-        if line.contains(needle) {
-            break;
-        }
-    }
-    text
-}
+use common::{lines, pki, wait_for, ChildGuard, SServer};
 
 /// The examples, built once per test binary with the same profile as this test, into a
 /// target directory of their own (the outer cargo may still hold the main one).
@@ -165,21 +131,14 @@ fn echo_server_example_against_openssl_s_client() {
 fn client_example_against_openssl_s_server() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = write_certificates(dir.path());
-    let port = free_port().to_string();
-    let mut server = ChildGuard(
-        Command::new("openssl")
-            .args(["s_server", "-accept", &port, "-cert", &cert, "-key", &key])
-            .args(["-naccept", "1"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the openssl command line tool is needed"),
+    let SServer {
+        child: mut server,
+        port,
+        lines: server_out,
+    } = SServer::start(
+        &["-cert", &cert, "-key", &key, "-naccept", "1"],
+        Stdio::piped(),
     );
-    // s_server prints ACCEPT once it listens.
-    let server_out = lines(server.0.stdout.take().unwrap());
-    let text = wait_for(&server_out, "ACCEPT");
-    assert!(text.contains("ACCEPT"), "s_server did not start: {text:?}");
 
     let mut client = start_client(&format!("localhost:{port}"), Some(&ca));
     let client_out = lines(client.0.stdout.take().unwrap());

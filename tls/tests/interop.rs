@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{client_trusting_ca, free_port, pki, ChildGuard};
+use common::{client_trusting_ca, pki, ChildGuard, SServer};
 use weir_tls::{TlsError, TlsEvent, TlsSession};
 
 /// Upper bound for any single wait in these tests; reached only when something is broken.
@@ -33,26 +33,6 @@ fn spawn_openssl(args: &[&str], stdin: Stdio, stdout: Stdio) -> ChildGuard {
         .spawn()
         .expect("the openssl command line tool is needed for the interop tests");
     ChildGuard(child)
-}
-
-/// Connects to the child's port, retrying until it listens (bounded by `DEADLINE`).
-fn connect_when_ready(port: u16, child: &mut ChildGuard) -> TcpStream {
-    let start = Instant::now();
-    loop {
-        match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(stream) => return stream,
-            Err(error) => {
-                if let Some(status) = child.0.try_wait().unwrap() {
-                    panic!("openssl exited early ({status}): {}", child.stderr());
-                }
-                assert!(
-                    start.elapsed() < DEADLINE,
-                    "s_server never listened: {error}"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
 }
 
 /// A blocking driver: moves bytes between one session and one TCP stream.
@@ -161,15 +141,9 @@ fn client_session_against_openssl_s_server(extra: &[&str]) {
     let default_key = write_file(dir.path(), "default.key", &pki.self_signed.key_pem);
     let sni_cert = write_file(dir.path(), "localhost.pem", &pki.localhost.cert_pem);
     let sni_key = write_file(dir.path(), "localhost.key", &pki.localhost.key_pem);
-    let port = free_port();
-    let accept = format!("127.0.0.1:{port}");
     let mut args = vec![
-        "s_server",
-        "-accept",
-        &accept,
         "-naccept",
         "1",
-        "-quiet",
         "-rev",
         "-cert",
         &default_cert,
@@ -183,8 +157,12 @@ fn client_session_against_openssl_s_server(extra: &[&str]) {
         &sni_key,
     ];
     args.extend_from_slice(extra);
-    let mut server = spawn_openssl(&args, Stdio::null(), Stdio::null());
-    let stream = connect_when_ready(port, &mut server);
+    let SServer {
+        child: mut server,
+        port,
+        ..
+    } = SServer::start(&args, Stdio::null());
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
 
     // (No ALPN here: s_server does not answer ALPN on its SNI-selected context. The server
     // test below covers ALPN against s_client.)
@@ -223,17 +201,15 @@ fn client_session_rejects_expired_certificate_from_openssl_s_server() {
     let dir = tempfile::tempdir().unwrap();
     let cert = write_file(dir.path(), "expired.pem", &pki.expired.cert_pem);
     let key = write_file(dir.path(), "expired.key", &pki.expired.key_pem);
-    let port = free_port();
-    let accept = format!("127.0.0.1:{port}");
-    let mut server = spawn_openssl(
-        &[
-            "s_server", "-accept", &accept, "-naccept", "1", "-quiet", "-rev", "-cert", &cert,
-            "-key", &key,
-        ],
-        Stdio::null(),
+    let SServer {
+        child: mut server,
+        port,
+        ..
+    } = SServer::start(
+        &["-naccept", "1", "-rev", "-cert", &cert, "-key", &key],
         Stdio::null(),
     );
-    let stream = connect_when_ready(port, &mut server);
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let config = client_trusting_ca().build().unwrap();
     let mut pump = SocketPump::new(TlsSession::client(&config, "localhost").unwrap(), stream);
     pump.run_until("the verification failure", |p| p.failure().is_some());

@@ -415,11 +415,82 @@ impl ChildGuard {
     }
 }
 
-/// A loopback TCP port that was free a moment ago (for an `openssl s_server` to listen on).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Reads `stdout` line by line on a thread, to the end; [`wait_for`] consumes the lines.
+/// The child never blocks on a full pipe, whether or not anyone reads the lines.
+pub fn lines(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = std::io::BufReader::new(stdout);
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 0 {
+            // A receiver that is gone only means nobody wants the rest: keep draining.
+            let _ = tx.send(std::mem::take(&mut line));
+        }
+    });
+    rx
+}
+
+/// Takes lines until one contains `needle`; returns everything taken. Stops early at the end
+/// of the output or after a minute (reached only when something is broken).
+pub fn wait_for(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut text = String::new();
+    while let Ok(line) =
+        lines.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
+        text.push_str(&line);
+        if line.contains(needle) {
+            break;
+        }
+    }
+    text
+}
+
+/// An `openssl s_server` listening on a loopback port that the OS chose for it.
+pub struct SServer {
+    /// The process.
+    pub child: ChildGuard,
+    /// The port it listens on, from its `ACCEPT` line.
+    pub port: u16,
+    /// Its standard output after the `ACCEPT` line.
+    pub lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl SServer {
+    /// Starts `openssl s_server -accept 127.0.0.1:0 ARGS` and returns once it listens.
+    ///
+    /// The OS picks the port and s_server prints it (`ACCEPT 127.0.0.1:PORT`, so `ARGS` must
+    /// not hold `-quiet`); the caller connects once, with no retry loop. A port the test picks
+    /// and hands over is free only until someone else takes it, and a connect retried until
+    /// s_server listens can reach whoever that is: the interop tests failed about once in
+    /// twenty runs that way, with the handshake cut short and s_server never seeing a
+    /// connection.
+    ///
+    /// # Panics
+    ///
+    /// If the `openssl` tool is missing or s_server exits before it listens.
+    pub fn start(args: &[&str], stdin: std::process::Stdio) -> SServer {
+        let mut child = ChildGuard(
+            std::process::Command::new("openssl")
+                .args(["s_server", "-accept", "127.0.0.1:0"])
+                .args(args)
+                .stdin(stdin)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("the openssl command line tool is needed for the interop tests"),
+        );
+        let lines = lines(child.0.stdout.take().expect("stdout is piped"));
+        let text = wait_for(&lines, "ACCEPT");
+        let port = text
+            .lines()
+            .find_map(|line| line.strip_prefix("ACCEPT "))
+            .and_then(|address| address.trim().rsplit(':').next()?.parse().ok());
+        let Some(port) = port else {
+            let _ = child.0.kill();
+            panic!("s_server did not listen: {text:?} {}", child.stderr());
+        };
+        SServer { child, port, lines }
+    }
 }
