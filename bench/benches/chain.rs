@@ -6,9 +6,14 @@
 //! tokio: task ─duplex─▶ task ─duplex─▶ task ─duplex─▶ task          (current-thread runtime)
 //! ```
 //!
+//! weir's source is a `ByteSource`, which hands its hook's chunks on in runs
+//! (`Link::deliver_chunks`); a second weir row delivers one chunk per call
+//! (`Link::deliver`), the path a transport that reads one buffer at a time takes.
+//!
 //! Run with `cargo bench -p weir-bench --bench chain`. Without `--bench` (as under
-//! `cargo test --all-targets`) it runs a tiny smoke version and prints nothing. With
-//! `CHAIN_PROFILE_WEIR=1` it runs only weir's 64 B chain, long enough for `perf record`.
+//! `cargo test --all-targets`) it runs a tiny smoke version and prints nothing. For a
+//! profiler or callgrind, `CHAIN_PROFILE=weir|single|tokio` runs only that 64 B chain, for
+//! `CHAIN_CHUNKS` chunks (default 2^24).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -16,7 +21,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use weir_io::{attach, ByteFilter, ByteSink, ByteSource, Ending, Produce, SourceHooks, Window};
+use weir_io::{
+    attach, ByteFilter, ByteProducer, ByteSink, ByteSource, Ending, Link, LinkSlot, Produce,
+    ProducerRef, SourceHooks, Window,
+};
 use weir_reactor::Reactor;
 
 /// Each stage's buffer: filter capacity, sink window, duplex size.
@@ -39,8 +47,49 @@ impl SourceHooks for Repeat {
     }
 }
 
+/// A producer that delivers one chunk per [`Link::deliver`] call while credit lasts.
+struct OneByOne {
+    reactor: Reactor,
+    slot: LinkSlot,
+    chunk: Bytes,
+    left: AtomicU64,
+}
+
+impl ByteProducer for OneByOne {
+    fn reactor(&self) -> &Reactor {
+        &self.reactor
+    }
+
+    fn producer_slot(&self) -> &LinkSlot {
+        &self.slot
+    }
+
+    fn on_credit(&self, link: &Arc<Link>) {
+        // The sink grants as it consumes, so this runs to the end in one call.
+        while link.remaining() >= self.chunk.len() as u64 {
+            if self.left.load(Ordering::Relaxed) == 0 {
+                link.end(Ending::Completed);
+                return;
+            }
+            self.left.fetch_sub(1, Ordering::Relaxed);
+            if link.deliver(self.chunk.clone()).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// How weir's source hands chunks on.
+#[derive(Clone, Copy, PartialEq)]
+enum Source {
+    /// `ByteSource`: runs of chunks per call.
+    Runs,
+    /// [`OneByOne`]: one chunk per call.
+    Single,
+}
+
 /// Moves `count` chunks of `size` bytes through a weir chain; returns the elapsed time.
-fn weir_chain(size: usize, count: u64) -> Duration {
+fn weir_chain(size: usize, count: u64, kind: Source) -> Duration {
     let reactor = Reactor::new().expect("poller");
     let thread = reactor.start().expect("reactor");
     let received = Arc::new(AtomicU64::new(0));
@@ -56,17 +105,20 @@ fn weir_chain(size: usize, count: u64) -> Duration {
     let f1 = ByteFilter::new(&reactor, BUFFER, |b| b);
     let f2 = ByteFilter::new(&reactor, BUFFER, |b| b);
     let (p1, p2) = (f1.io_pair(), f2.io_pair());
-    let source = ByteSource::new(
-        &reactor,
-        Repeat {
-            chunk: Bytes::from(vec![0x5a; size]),
-            left: count,
-        },
-    );
+    let chunk = Bytes::from(vec![0x5a; size]);
+    let source: ProducerRef = match kind {
+        Source::Runs => ByteSource::new(&reactor, Repeat { chunk, left: count }),
+        Source::Single => Arc::new(OneByOne {
+            reactor: reactor.clone(),
+            slot: LinkSlot::new(),
+            chunk,
+            left: AtomicU64::new(count),
+        }),
+    };
     attach(&p2.producer, &sink.consumer()).expect("attach");
     attach(&p1.producer, &p2.consumer).expect("attach");
     let begun = Instant::now();
-    attach(&source.producer(), &p1.consumer).expect("attach");
+    attach(&source, &p1.consumer).expect("attach");
     // Wait for the end: poll the sink from the reactor thread after each turn.
     let s = sink.clone();
     let r = reactor.clone();
@@ -178,45 +230,64 @@ fn timer_insert_cancel(timers: u64) -> f64 {
     elapsed.as_nanos() as f64 / timers as f64
 }
 
-/// The best of `runs` timings.
-fn best(runs: usize, mut f: impl FnMut() -> Duration) -> Duration {
-    (0..runs).map(|_| f()).min().expect("at least one run")
-}
-
 fn main() {
-    // For a profiler: only weir's chain, 64 B chunks, 1 GiB.
-    if std::env::var_os("CHAIN_PROFILE_WEIR").is_some() {
-        weir_chain(64, 1 << 24);
+    // For a profiler: one chain only, 64 B chunks.
+    if let Some(which) = std::env::var_os("CHAIN_PROFILE") {
+        let count = std::env::var("CHAIN_CHUNKS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1 << 24);
+        let elapsed = match which.to_str() {
+            Some("weir") => weir_chain(64, count, Source::Runs),
+            Some("single") => weir_chain(64, count, Source::Single),
+            Some("tokio") => tokio_chain(64, count),
+            _ => panic!("CHAIN_PROFILE is weir, single or tokio"),
+        };
+        println!("{count} chunks in {elapsed:?}");
         return;
     }
     let benching = std::env::args().any(|a| a == "--bench");
     if !benching {
         // Smoke run under `cargo test --all-targets`.
-        weir_chain(64, 100);
+        weir_chain(64, 100, Source::Runs);
+        weir_chain(64, 100, Source::Single);
         tokio_chain(64, 100);
         cross_thread_call(100);
         timer_insert_cancel(100);
         return;
     }
     println!("4-stage in-memory chain (source -> filter -> filter -> sink), best of 5 runs");
+    println!("each weir/tokio pair measured alternately in the same run");
     println!(
-        "{:>8} {:>10} {:>14} {:>14} {:>8} {:>6}",
-        "chunk", "total", "weir MiB/s", "tokio MiB/s", "ratio", "goal"
+        "{:>8} {:>10} {:>22} {:>14} {:>14} {:>8} {:>6}",
+        "chunk", "total", "weir source", "weir MiB/s", "tokio MiB/s", "ratio", "goal"
     );
-    for (size, total, goal) in [(64usize, 16u64 << 20, 2.0), (64 * 1024, 512u64 << 20, 1.0)] {
+    let rows = [
+        (64usize, 16u64 << 20, Source::Runs, 2.0),
+        (64, 16 << 20, Source::Single, 2.0),
+        (64 * 1024, 512 << 20, Source::Runs, 1.0),
+    ];
+    for (size, total, kind, goal) in rows {
         let count = total / size as u64;
-        let weir = best(5, || weir_chain(size, count));
-        let tokio = best(5, || tokio_chain(size, count));
+        let (mut weir, mut tokio) = (Duration::MAX, Duration::MAX);
+        for _ in 0..5 {
+            weir = weir.min(weir_chain(size, count, kind));
+            tokio = tokio.min(tokio_chain(size, count));
+        }
         let mib = total as f64 / (1 << 20) as f64;
         let (w, t) = (mib / weir.as_secs_f64(), mib / tokio.as_secs_f64());
         println!(
-            "{:>8} {:>7} MiB {:>14.1} {:>14.1} {:>7.2}x {:>5}x {}",
+            "{:>8} {:>6} MiB {:>22} {:>14.1} {:>14.1} {:>7.2}x {:>5}x {}",
             if size < 1024 {
                 format!("{size} B")
             } else {
                 format!("{} KiB", size / 1024)
             },
             total >> 20,
+            match kind {
+                Source::Runs => "runs (ByteSource)",
+                Source::Single => "a chunk per call",
+            },
             w,
             t,
             w / t,

@@ -1,6 +1,5 @@
 //! [`ByteFilter`]: a middle element that transforms bytes, with credit passed through.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
@@ -8,9 +7,9 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use weir_reactor::Reactor;
 
-use crate::writer::take_chunk;
 use crate::{
-    ByteConsumer, ByteIoPair, ByteProducer, ControlReply, Credit, Ending, IoControl, Link, LinkSlot,
+    ByteConsumer, ByteIoPair, ByteProducer, Chunks, ControlReply, Credit, Ending, IoControl, Link,
+    LinkSlot,
 };
 
 /// A middle element: bytes from upstream go through a function and on downstream.
@@ -20,10 +19,12 @@ use crate::{
 ///            ◀── credit: received + capacity − buffered ◀── credit from downstream
 /// ```
 ///
-/// The filter buffers at most `capacity` bytes of output (plus one transformed chunk): it
+/// The filter buffers at most `capacity` bytes of output (plus one transformed run): it
 /// grants upstream only what it can hold, so a slow consumer downstream slows the producer
-/// upstream. The end is passed on after the last buffered byte; an abort on either side aborts
-/// the other; control messages pass through in both directions.
+/// upstream. Output goes straight on when nothing is buffered, and a run of chunks that
+/// arrives in one call ([`Link::deliver_chunks`]) goes on as one run. The end is passed on
+/// after the last buffered byte; an abort on either side aborts the other; control messages
+/// pass through in both directions.
 ///
 /// # Examples
 ///
@@ -62,13 +63,21 @@ struct FilterState<F> {
     /// The transformation.
     transform: F,
     /// Output waiting for downstream credit.
-    pending: VecDeque<Bytes>,
-    /// Bytes in `pending`.
-    buffered: u64,
+    pending: Chunks,
+    /// An empty run kept for its allocation, swapped with `pending` by a flush.
+    scratch: Chunks,
     /// The upstream ending, passed on once `pending` drains.
     ending: Option<Ending>,
     /// A flush is running (a re-entrant flush only adds to its work).
     flushing: bool,
+}
+
+/// Transformed output for [`FilterInner::accept`].
+enum Output<'a> {
+    /// One chunk, from [`ByteConsumer::consume`].
+    Chunk(Bytes),
+    /// A run, from [`ByteConsumer::consume_chunks`]; emptied by `accept`.
+    Run(&'a mut Chunks),
 }
 
 /// The consumer side of a [`ByteFilter`].
@@ -87,8 +96,8 @@ impl<F: FnMut(Bytes) -> Bytes + Send + 'static> ByteFilter<F> {
                 capacity: capacity as u64,
                 state: Mutex::new(FilterState {
                     transform,
-                    pending: VecDeque::new(),
-                    buffered: 0,
+                    pending: Chunks::new(),
+                    scratch: Chunks::new(),
                     ending: None,
                     flushing: false,
                 }),
@@ -109,51 +118,76 @@ impl<F: FnMut(Bytes) -> Bytes + Send + 'static> ByteFilter<F> {
 impl<F> FilterInner<F> {
     /// Credit for upstream: what the buffer can still take.
     fn upstream_credit(&self, link: &Link) -> Credit {
-        let buffered = self.state.lock().buffered;
+        let buffered = self.state.lock().pending.byte_len();
         link.window(self.capacity.saturating_sub(buffered))
     }
 
-    /// Delivers one chunk downstream without queueing it, if the credit allows (the caller
-    /// has set `flushing`); returns the bytes buffered afterwards.
-    fn pass(&self, output: Bytes) -> u64 {
-        let link = self.downstream.current();
-        let held = match &*link {
-            Some(link) if output.len() as u64 <= link.remaining() => {
-                // An error means the link closed meanwhile; the chunk has nowhere to go.
-                let _ = link.deliver(output);
-                None
-            }
-            _ => Some(output),
+    /// Takes transformed output: passes it straight downstream if `direct` (the caller saw
+    /// nothing buffered and set `flushing`), queues what does not go on, flushes if that is
+    /// due, and returns the credit for upstream. A run is left empty, with its allocation.
+    fn accept(&self, upstream: &Link, output: Output<'_>, direct: bool) -> Credit {
+        let (mut held, mut run) = match output {
+            Output::Chunk(chunk) => (Some(chunk), None),
+            Output::Run(run) => (None, Some(run)),
         };
-        let (more, buffered) = {
-            let mut state = self.state.lock();
-            if let Some(output) = held {
-                state.buffered += output.len() as u64;
-                state.pending.push_back(output);
+        if direct {
+            let link = self.downstream.current();
+            if let Some(link) = &*link {
+                // An error or a leftover means the link closed meanwhile: the output waits
+                // for the next one.
+                let remaining = link.remaining();
+                // (A link only closes on the reactor thread, so it stays open until `deliver`.)
+                let fits = |chunk: &mut Bytes| chunk.len() as u64 <= remaining && link.is_open();
+                if let Some(chunk) = held.take_if(fits) {
+                    let _ = link.deliver(chunk);
+                }
+                if let Some(run) = run.as_deref_mut() {
+                    if run.byte_len() <= remaining {
+                        let _ = link.deliver_chunks(run);
+                    } else {
+                        let mut fits = run.split_to(remaining);
+                        let _ = link.deliver_chunks(&mut fits);
+                        fits.append(run);
+                        run.append(&mut fits);
+                    }
+                }
             }
-            state.flushing = false;
+        }
+        let (due, buffered) = {
+            let mut state = self.state.lock();
+            if let Some(chunk) = held {
+                state.pending.push(chunk);
+            }
+            if let Some(run) = run {
+                state.pending.append(run);
+            }
+            if direct {
+                state.flushing = false;
+            }
             (
                 !state.pending.is_empty() || state.ending.is_some(),
-                state.buffered,
+                state.pending.byte_len(),
             )
         };
-        if more {
+        let buffered = if due {
             self.flush();
-            return self.state.lock().buffered;
-        }
-        buffered
+            self.state.lock().pending.byte_len()
+        } else {
+            buffered
+        };
+        upstream.window(self.capacity.saturating_sub(buffered))
     }
 
     /// Sends pending output as downstream credit allows, then the ending if due.
     fn flush(&self) {
-        {
+        let link = {
             let mut state = self.state.lock();
-            if state.flushing {
+            if state.flushing || (state.pending.is_empty() && state.ending.is_none()) {
                 return;
             }
             state.flushing = true;
-        }
-        let link = self.downstream.link();
+            self.downstream.link()
+        };
         loop {
             let remaining = link.as_ref().map_or(0, |l| l.remaining());
             let mut state = self.state.lock();
@@ -173,25 +207,32 @@ impl<F> FilterInner<F> {
                 }
                 break;
             }
-            let chunk = take_chunk(&mut state.pending, remaining);
-            state.buffered -= chunk.len() as u64;
+            let mut run = if state.pending.byte_len() <= remaining {
+                // All of it: swap queues rather than give the allocation away.
+                let mut run = std::mem::take(&mut state.scratch);
+                std::mem::swap(&mut run, &mut state.pending);
+                run
+            } else {
+                state.pending.split_to(remaining)
+            };
             drop(state);
             if let Some(link) = &link {
-                if link.deliver(chunk).is_err() {
-                    self.state.lock().flushing = false;
+                if link.deliver_chunks(&mut run).is_err() || !run.is_empty() {
+                    // Closed meanwhile: keep what it did not take, in front.
+                    let mut state = self.state.lock();
+                    run.append(&mut state.pending);
+                    std::mem::swap(&mut run, &mut state.pending);
+                    state.flushing = false;
                     break;
                 }
             }
+            self.state.lock().scratch = run;
         }
     }
 
     /// Aborts both links and drops the buffer.
     fn abort_all(&self) {
-        {
-            let mut state = self.state.lock();
-            state.pending.clear();
-            state.buffered = 0;
-        }
+        self.state.lock().pending.clear();
         self.upstream.mark_ended();
         self.downstream.mark_ended();
         for link in [self.upstream.link(), self.downstream.link()]
@@ -219,23 +260,23 @@ impl<F: FnMut(Bytes) -> Bytes + Send + 'static> ByteConsumer for FilterConsumer<
     fn consume(&self, link: &Arc<Link>, data: Bytes) -> Credit {
         let (output, direct) = {
             let mut state = self.0.state.lock();
-            let output = (state.transform)(data);
-            // Nothing waiting and nobody delivering: this chunk may go straight through.
-            let direct = state.pending.is_empty() && !state.flushing;
-            state.flushing |= direct;
-            (output, direct)
+            ((state.transform)(data), state.take_direct())
         };
-        let buffered = if direct {
-            self.0.pass(output)
-        } else {
+        self.0.accept(link, Output::Chunk(output), direct)
+    }
+
+    fn takes_runs(&self) -> bool {
+        true
+    }
+
+    fn consume_chunks(&self, link: &Arc<Link>, chunks: &mut Chunks) -> Credit {
+        let direct = {
             let mut state = self.0.state.lock();
-            state.buffered += output.len() as u64;
-            state.pending.push_back(output);
-            drop(state);
-            self.0.flush();
-            self.0.state.lock().buffered
+            chunks.map_in_place(&mut state.transform);
+            state.take_direct()
         };
-        link.window(self.0.capacity.saturating_sub(buffered))
+        // The run goes on in the caller's queue, which keeps its allocation.
+        self.0.accept(link, Output::Run(chunks), direct)
     }
 
     fn on_end(&self, _link: &Arc<Link>, ending: Ending) {
@@ -285,12 +326,22 @@ impl<F: FnMut(Bytes) -> Bytes + Send + 'static> ByteProducer for FilterProducer<
     }
 }
 
+impl<F> FilterState<F> {
+    /// Whether new output may go straight downstream: nothing waits and nobody delivers.
+    /// If so, marks a flush as running, for the caller to clear.
+    fn take_direct(&mut self) -> bool {
+        let direct = self.pending.is_empty() && !self.flushing;
+        self.flushing |= direct;
+        direct
+    }
+}
+
 impl<F> fmt::Debug for ByteFilter<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = self.inner.state.lock();
         f.debug_struct("ByteFilter")
             .field("capacity", &self.inner.capacity)
-            .field("buffered", &state.buffered)
+            .field("buffered", &state.pending.byte_len())
             .finish()
     }
 }

@@ -24,7 +24,9 @@
 //! - A consumer grants a **cumulative** byte limit ([`Credit`]) counted from attach, or
 //!   unlimited. A producer never delivers past it: [`Link::deliver`] refuses such data.
 //! - A smaller limit never withdraws credit.
-//! - [`ByteConsumer::consume`] returns the consumer's new cumulative limit.
+//! - [`ByteConsumer::consume`] returns the consumer's new cumulative limit. A run of chunks
+//!   ([`Chunks`]) can go in one call ([`Link::deliver_chunks`] →
+//!   [`ByteConsumer::consume_chunks`]) under the same rules, for the run's total length.
 //! - A producer told it may produce ([`ByteProducer::on_credit`]) is called from the reactor's
 //!   queue, never from inside its consumer, so it can deliver at once without re-entering.
 //! - The end of data ([`Ending::Completed`] or [`Ending::Lost`]) reaches the consumer exactly
@@ -71,6 +73,7 @@
 #![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
 #![doc(test(attr(deny(warnings))))]
 
+mod chunks;
 mod control;
 mod credit;
 mod filter;
@@ -80,6 +83,7 @@ mod sink;
 pub mod versile;
 mod writer;
 
+pub use chunks::Chunks;
 pub use control::{ControlReply, Credentials, IoControl, Peer};
 pub use credit::{Credit, Ending};
 pub use filter::ByteFilter;

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use weir_reactor::Reactor;
 
-use crate::{ControlReply, Credit, Ending, IoControl};
+use crate::{Chunks, ControlReply, Credit, Ending, IoControl};
 
 /// A shared reference to a producer.
 pub type ProducerRef = Arc<dyn ByteProducer>;
@@ -80,6 +80,35 @@ pub trait ByteConsumer: Send + Sync + 'static {
     /// cumulative credit (a smaller value than before changes nothing).
     /// [`Link::position`] already counts `data`.
     fn consume(&self, link: &Arc<Link>, data: Bytes) -> Credit;
+
+    /// Takes a run of chunks delivered in one call ([`Link::deliver_chunks`]), in order, and
+    /// returns the new cumulative credit. [`Link::position`] already counts the whole run.
+    /// Called only if [`takes_runs`](Self::takes_runs) says so.
+    ///
+    /// Take every chunk, unless the link closes meanwhile (an abort or detach from inside
+    /// this call): whatever is left in `chunks` then goes back to the producer.
+    ///
+    /// The default passes each chunk to [`consume`](Self::consume), stops early if the link
+    /// closes, and returns the last credit (earlier ones were computed from a position that
+    /// already counted chunks not yet taken).
+    fn consume_chunks(&self, link: &Arc<Link>, chunks: &mut Chunks) -> Credit {
+        let mut credit = link.credit();
+        while link.is_open() {
+            let Some(chunk) = chunks.pop() else { break };
+            credit = self.consume(link, chunk);
+        }
+        credit
+    }
+
+    /// Whether this consumer takes runs in one call through
+    /// [`consume_chunks`](Self::consume_chunks): override both where one call for a whole
+    /// run is cheaper (one lock, one credit update, one system call). When `false` (the
+    /// default), [`Link::deliver_chunks`] hands a run on chunk by chunk through
+    /// [`consume`](Self::consume), each chunk counted in [`Link::position`] only as it goes,
+    /// so a consumer that computes its credit from the position stays exact.
+    fn takes_runs(&self) -> bool {
+        false
+    }
 
     /// The producer ended the stream after every byte it delivered. Called at most once per
     /// link; the link is finished afterwards.
@@ -299,7 +328,8 @@ fn same<T: ?Sized>(a: &Arc<T>, b: &Arc<T>) -> bool {
 ///
 /// # Methods by side
 ///
-/// - Producer side, reactor thread: [`deliver`](Self::deliver), [`end`](Self::end),
+/// - Producer side, reactor thread: [`deliver`](Self::deliver),
+///   [`deliver_chunks`](Self::deliver_chunks), [`end`](Self::end),
 ///   [`remaining`](Self::remaining), [`control_downstream`](Self::control_downstream).
 /// - Consumer side: [`grant`](Self::grant) (any thread), [`position`](Self::position),
 ///   [`control_upstream`](Self::control_upstream).
@@ -405,6 +435,49 @@ impl Link {
         self.position.store(position + len, Ordering::Release);
         let credit = self.consumer.consume(self, data);
         self.raise(credit);
+        Ok(())
+    }
+
+    /// Delivers a run of chunks: in one call to the consumer's
+    /// [`consume_chunks`](ByteConsumer::consume_chunks) if it
+    /// [`takes_runs`](ByteConsumer::takes_runs), else chunk by chunk to its
+    /// [`consume`](ByteConsumer::consume) (producer side, reactor thread). An empty run is a
+    /// no-op.
+    ///
+    /// On success the consumer has taken every chunk, unless the link closed while it was
+    /// taking them (aborted or detached from inside the consumer): what it did not take is
+    /// left in `chunks`, for the producer to keep for its next link or drop.
+    ///
+    /// # Errors
+    ///
+    /// As [`deliver`](Self::deliver), for the run's total length; `chunks` is left untouched.
+    pub fn deliver_chunks(self: &Arc<Self>, chunks: &mut Chunks) -> Result<(), DeliverError> {
+        let len = chunks.byte_len();
+        if self.phase() != Phase::Open {
+            return Err(DeliverError::NotOpen);
+        }
+        let position = self.position();
+        let remaining = self.credit().remaining(position);
+        if len > remaining {
+            return Err(DeliverError::NoCredit { remaining });
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        if self.consumer.takes_runs() {
+            self.position.store(position + len, Ordering::Release);
+            let credit = self.consumer.consume_chunks(self, chunks);
+            self.raise(credit);
+            return Ok(());
+        }
+        let mut position = position;
+        while self.is_open() {
+            let Some(chunk) = chunks.pop() else { break };
+            position += chunk.len() as u64;
+            self.position.store(position, Ordering::Release);
+            let credit = self.consumer.consume(self, chunk);
+            self.raise(credit);
+        }
         Ok(())
     }
 

@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use weir_reactor::Reactor;
 
 use crate::{
-    ByteConsumer, ByteProducer, ConsumerRef, ControlReply, Credit, Ending, IoControl, Link,
+    ByteConsumer, ByteProducer, Chunks, ConsumerRef, ControlReply, Credit, Ending, IoControl, Link,
     LinkSlot, ProducerRef,
 };
 
@@ -229,6 +229,26 @@ impl<H: SinkHooks> ByteConsumer for ByteSink<H> {
         self.credit_for(link)
     }
 
+    fn takes_runs(&self) -> bool {
+        true
+    }
+
+    fn consume_chunks(&self, link: &Arc<Link>, chunks: &mut Chunks) -> Credit {
+        self.received
+            .fetch_add(chunks.byte_len(), Ordering::Relaxed);
+        {
+            let mut hooks = self.hooks.lock();
+            while link.is_open() {
+                let Some(chunk) = chunks.pop() else { break };
+                hooks.on_data(link, chunk);
+            }
+        }
+        // What a hook's abort or detach left here was never handed to the hooks.
+        self.received
+            .fetch_sub(chunks.byte_len(), Ordering::Relaxed);
+        self.credit_for(link)
+    }
+
     fn on_end(&self, _link: &Arc<Link>, ending: Ending) {
         self.finish(ending);
     }
@@ -285,8 +305,10 @@ pub trait SourceHooks: Send + 'static {
     }
 }
 
-/// Most bytes asked of a [`SourceHooks::produce`] call.
+/// Most bytes asked of a [`SourceHooks::produce`] call, and most bytes in one run.
 const SOURCE_CHUNK: usize = 64 * 1024;
+/// Most chunks a source hands on in one run ([`Link::deliver_chunks`]).
+const SOURCE_RUN_CHUNKS: usize = 256;
 /// Bytes a source delivers per reactor turn before it yields.
 const SOURCE_TURN_BUDGET: usize = 256 * 1024;
 
@@ -294,6 +316,9 @@ const SOURCE_TURN_BUDGET: usize = 256 * 1024;
 ///
 /// Versile `VByteProducer` with its `_produce` hook. The source asks for at most the credit
 /// left (and at most 64 KiB at a time), so it never holds more than one chunk of its own.
+/// It calls the hook while credit lasts and hands what it made on as one run
+/// ([`Link::deliver_chunks`]) of up to 256 chunks or 64 KiB, so a hook that makes small
+/// chunks does not pay the chain's per-call costs for each of them.
 ///
 /// # Threading
 ///
@@ -317,6 +342,8 @@ pub struct ByteSource<H> {
 struct SourceState {
     /// Bytes produced beyond what the credit allowed, delivered first next time.
     held: Option<Bytes>,
+    /// The run being gathered (kept between turns for its allocation).
+    run: Chunks,
     /// A production turn is queued.
     turn_queued: bool,
     /// The hooks said the stream is over.
@@ -360,7 +387,7 @@ impl<H: SourceHooks> ByteSource<H> {
         f(&mut self.hooks.lock())
     }
 
-    /// Delivers while there is credit, data and budget.
+    /// Delivers while there is credit, data and budget, a run at a time.
     fn produce(&self) {
         let Some(link) = self.slot.link() else { return };
         let mut sent = 0;
@@ -373,38 +400,74 @@ impl<H: SourceHooks> ByteSource<H> {
                 self.trigger();
                 return;
             }
-            let max = usize::try_from(remaining)
-                .unwrap_or(usize::MAX)
-                .min(SOURCE_CHUNK);
-            let held = {
+            let (mut run, ending) = {
                 let mut state = self.state.lock();
                 if state.ended {
                     return;
                 }
-                state.held.take()
+                let mut run = std::mem::take(&mut state.run);
+                let held = state.held.take();
+                drop(state);
+                let mut hooks = None;
+                let ending = self.gather(&mut run, held, remaining, &mut hooks);
+                (run, ending)
             };
-            let output = match held {
+            let more = ending.is_none() && !run.is_empty();
+            sent += run.byte_len() as usize;
+            let delivered = link.deliver_chunks(&mut run);
+            // What a link closed from inside the consumer did not take has nowhere to go.
+            run.clear();
+            let mut state = self.state.lock();
+            state.run = run;
+            let ending = match ending {
+                Some(Produce::End(ending)) => {
+                    state.ended = true;
+                    Some(ending)
+                }
+                _ => None,
+            };
+            drop(state);
+            match (delivered, ending) {
+                (Ok(()), Some(ending)) => link.end(ending),
+                (Ok(()), None) if more => continue,
+                _ => {}
+            }
+            return;
+        }
+    }
+
+    /// Fills `run` from what was held and then from the hooks (locked once, in `hooks`), up to
+    /// `credit` bytes and the run's limits. Returns the hooks' answer that stopped it, if one
+    /// did ([`Produce::End`] or [`Produce::Pending`]).
+    fn gather<'a>(
+        &'a self,
+        run: &mut Chunks,
+        mut held: Option<Bytes>,
+        credit: u64,
+        hooks: &mut Option<parking_lot::MutexGuard<'a, H>>,
+    ) -> Option<Produce> {
+        let credit = credit.min(SOURCE_CHUNK as u64);
+        while run.byte_len() < credit && run.len() < SOURCE_RUN_CHUNKS {
+            // Below `credit`, itself at most SOURCE_CHUNK: fits a usize.
+            let max = (credit - run.byte_len()) as usize;
+            let output = match held.take() {
                 Some(data) => Produce::Data(data),
-                None => self.hooks.lock().produce(max),
+                None => hooks.get_or_insert_with(|| self.hooks.lock()).produce(max),
             };
             match output {
                 Produce::Data(mut data) => {
                     if data.len() > max {
                         self.state.lock().held = Some(data.split_off(max));
                     }
-                    sent += data.len();
-                    if link.deliver(data).is_err() {
-                        return;
-                    }
+                    run.push(data);
                 }
-                Produce::End(ending) => {
-                    self.state.lock().ended = true;
-                    link.end(ending);
-                    return;
-                }
-                Produce::Pending => return,
+                stop => return Some(stop),
             }
         }
+        if let Some(rest) = held {
+            self.state.lock().held = Some(rest);
+        }
+        None
     }
 }
 

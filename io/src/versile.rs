@@ -36,6 +36,10 @@
 //!
 //! - A consumer takes **all** it is given: the [`Link`](crate::Link) never offers more than
 //!   the credit, instead of Versile's shared buffer the consumer pops from.
+//! - A producer can hand on a run of chunks in one call
+//!   ([`Link::deliver_chunks`](crate::Link::deliver_chunks) →
+//!   [`ByteConsumer::consume_chunks`](crate::ByteConsumer::consume_chunks)); Versile had one
+//!   `consume` per buffer. Chunk boundaries are kept; only the per-call costs are shared.
 //! - `on_credit` is always queued on the reactor; Versile left deferral to each producer.
 //! - Errors from attach come back at once from any thread (the slots are locked), and the
 //!   callbacks then run on the reactor thread; Versile's foreign-thread attach only logged

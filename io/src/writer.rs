@@ -1,6 +1,5 @@
 //! [`ByteWriter`]: a bounded, thread-safe buffer that produces into a chain.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
@@ -8,10 +7,12 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use weir_reactor::Reactor;
 
-use crate::{ByteProducer, Ending, Link, LinkSlot, ProducerRef};
+use crate::{ByteProducer, Chunks, Ending, Link, LinkSlot, ProducerRef};
 
 /// Bytes delivered per reactor turn before a writer yields to other work.
 const TURN_BUDGET: usize = 256 * 1024;
+/// Most bytes handed on in one run ([`Link::deliver_chunks`]).
+const RUN_BYTES: u64 = 64 * 1024;
 
 /// A producer fed by [`write`](Self::write) calls from any thread.
 ///
@@ -19,7 +20,8 @@ const TURN_BUDGET: usize = 256 * 1024;
 /// error says why. The buffer is bounded by the capacity given at construction; a write that
 /// does not fit fails with [`WriteError::Full`], and [`set_on_room`](Self::set_on_room) tells
 /// when at least half the capacity is free again. Bytes flow to the attached consumer as its
-/// credit allows; [`end_write`](Self::end_write) ends the stream after the last buffered byte.
+/// credit allows, many small writes as one run ([`Link::deliver_chunks`]), each write still
+/// its own chunk; [`end_write`](Self::end_write) ends the stream after the last buffered byte.
 ///
 /// # Threading
 ///
@@ -59,9 +61,9 @@ pub struct ByteWriter {
 #[derive(Default)]
 struct WriterState {
     /// Chunks waiting for credit, oldest first.
-    chunks: VecDeque<Bytes>,
-    /// Total bytes in `chunks`.
-    buffered: usize,
+    chunks: Chunks,
+    /// An empty run kept for its allocation, swapped with `chunks` by a delivery.
+    spare: Chunks,
     /// Set by `end_write`: the ending to send once the buffer drains.
     ending: Option<Ending>,
     /// No more writes: ended or aborted.
@@ -74,6 +76,14 @@ struct WriterState {
     on_room: Option<Arc<dyn Fn() + Send + Sync>>,
     /// Called after every delivery.
     on_drain: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl WriterState {
+    /// Bytes in `chunks`.
+    fn buffered(&self) -> usize {
+        // At most the writer's capacity, a usize.
+        self.chunks.byte_len() as usize
+    }
 }
 
 /// Why [`ByteWriter::write`] refused data.
@@ -130,7 +140,7 @@ impl ByteWriter {
         if state.closed {
             return Err(WriteError::Closed);
         }
-        let free = self.capacity - state.buffered;
+        let free = self.capacity - state.buffered();
         if data.len() > free {
             state.room_wanted = true;
             return Err(WriteError::Full { free });
@@ -138,8 +148,7 @@ impl ByteWriter {
         if data.is_empty() {
             return Ok(());
         }
-        state.buffered += data.len();
-        state.chunks.push_back(data);
+        state.chunks.push(data);
         self.queue_turn(state);
         Ok(())
     }
@@ -162,7 +171,6 @@ impl ByteWriter {
             let mut state = self.state.lock();
             state.closed = true;
             state.chunks.clear();
-            state.buffered = 0;
         }
         self.slot.mark_ended();
         if let Some(link) = self.slot.link() {
@@ -184,12 +192,12 @@ impl ByteWriter {
 
     /// Bytes buffered and not yet delivered.
     pub fn buffered(&self) -> usize {
-        self.state.lock().buffered
+        self.state.lock().buffered()
     }
 
     /// Free space in the buffer.
     pub fn free(&self) -> usize {
-        self.capacity - self.state.lock().buffered
+        self.capacity - self.state.lock().buffered()
     }
 
     /// Whether `end_write` or an abort closed the writer.
@@ -235,14 +243,25 @@ impl ByteWriter {
                 self.queue_turn(state);
                 break;
             }
-            let chunk = take_chunk(&mut state.chunks, remaining);
-            state.buffered -= chunk.len();
-            sent += chunk.len();
+            let max = remaining.min(RUN_BYTES);
+            let mut run = if state.chunks.byte_len() <= max {
+                // All of it: swap queues rather than give the allocation away.
+                let mut run = std::mem::take(&mut state.spare);
+                std::mem::swap(&mut run, &mut state.chunks);
+                run
+            } else {
+                state.chunks.split_to(max)
+            };
+            // At most RUN_BYTES.
+            sent += run.byte_len() as usize;
             let room = self.room_callback(&mut state);
             let drain = state.on_drain.clone();
             drop(state);
-            if link.deliver(chunk).is_err() {
-                // The link closed under us (aborted from inside the consumer).
+            let delivered = link.deliver_chunks(&mut run);
+            // What a link closed from inside the consumer did not take is dropped with it.
+            run.clear();
+            self.state.lock().spare = run;
+            if delivered.is_err() {
                 break;
             }
             if let Some(room) = room {
@@ -256,25 +275,12 @@ impl ByteWriter {
 
     /// The room callback, if it is due now.
     fn room_callback(&self, state: &mut WriterState) -> Option<Arc<dyn Fn() + Send + Sync>> {
-        if state.room_wanted && state.buffered * 2 <= self.capacity {
+        if state.room_wanted && state.buffered() * 2 <= self.capacity {
             state.room_wanted = false;
             state.on_room.clone()
         } else {
             None
         }
-    }
-}
-
-/// Takes at most `max` bytes from the front of `chunks` (which is not empty), without copying.
-pub(crate) fn take_chunk(chunks: &mut VecDeque<Bytes>, max: u64) -> Bytes {
-    let front = chunks
-        .front_mut()
-        .expect("caller checked that chunks is not empty");
-    if front.len() as u64 <= max {
-        chunks.pop_front().expect("front exists")
-    } else {
-        // `max` is below `front.len()`, a usize.
-        front.split_to(max as usize)
     }
 }
 
@@ -296,7 +302,6 @@ impl ByteProducer for ByteWriter {
         let mut state = self.state.lock();
         state.closed = true;
         state.chunks.clear();
-        state.buffered = 0;
     }
 }
 
@@ -305,7 +310,7 @@ impl fmt::Debug for ByteWriter {
         let state = self.state.lock();
         f.debug_struct("ByteWriter")
             .field("capacity", &self.capacity)
-            .field("buffered", &state.buffered)
+            .field("buffered", &state.buffered())
             .field("closed", &state.closed)
             .finish()
     }
