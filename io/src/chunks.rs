@@ -73,6 +73,29 @@ impl Chunks {
         Some(chunk)
     }
 
+    /// The chunk at the front.
+    pub fn front(&self) -> Option<&Bytes> {
+        self.queue.front()
+    }
+
+    /// Drops the first `count` bytes (all of them if the run is shorter), splitting a chunk if
+    /// `count` falls inside it.
+    pub fn advance(&mut self, count: u64) {
+        let mut left = count.min(self.bytes);
+        self.bytes -= left;
+        while left > 0 {
+            let front = self.queue.front_mut().expect("counted in `bytes`");
+            if front.len() as u64 <= left {
+                left -= front.len() as u64;
+                self.queue.pop_front();
+            } else {
+                // `left` is below `front.len()`, a usize.
+                bytes::Buf::advance(front, left as usize);
+                left = 0;
+            }
+        }
+    }
+
     /// Moves every chunk of `other` to the back of this run, leaving `other` empty. Both queues keep their allocations.
     pub fn append(&mut self, other: &mut Chunks) {
         match other.queue.len() {
@@ -201,6 +224,20 @@ mod tests {
             let mut all = flat(&head);
             all.extend(flat(&chunks));
             assert_eq!(all, b"abcdefghij");
+        }
+    }
+
+    #[test]
+    fn advance_drops_exactly_count_bytes() {
+        for count in 0..=12 {
+            let mut chunks = run(&[b"abc", b"defg", b"hij"]);
+            chunks.advance(count);
+            let expected = &b"abcdefghij"[(count as usize).min(10)..];
+            assert_eq!(
+                (flat(&chunks), chunks.byte_len()),
+                (expected.to_vec(), expected.len() as u64)
+            );
+            assert!(chunks.iter().all(|c| !c.is_empty()));
         }
     }
 

@@ -7,8 +7,8 @@ use std::sync::{Arc, Weak};
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use weir_io::{
-    ByteConsumer, ByteIoPair, ByteProducer, ControlReply, Credentials, Credit, Ending, IoControl,
-    Link, LinkSlot,
+    ByteConsumer, ByteIoPair, ByteProducer, Chunks, ControlReply, Credentials, Credit, Ending,
+    IoControl, Link, LinkSlot,
 };
 use weir_reactor::{Reactor, Timer};
 
@@ -181,7 +181,7 @@ struct State {
     /// Ciphertext drained from the session, waiting for transport credit.
     cipher_pending: Option<Bytes>,
     /// Plaintext delivered by the application that the session has not taken yet.
-    plain_held: BytesMut,
+    plain_held: Chunks,
     /// How the application's stream ended, once it has.
     app_ending: Option<Ending>,
     /// We stopped taking the application's plaintext (the session cannot send any more).
@@ -277,7 +277,7 @@ impl TlsElement {
                 transport_ended: false,
                 transport_end_told: false,
                 cipher_pending: None,
-                plain_held: BytesMut::new(),
+                plain_held: Chunks::new(),
                 app_ending: None,
                 plain_in_closed: false,
                 close_told: false,
@@ -362,7 +362,7 @@ impl TlsElement {
         let state = self.inner.state.lock();
         state.cipher_pending.as_ref().map_or(0, Bytes::len)
             + state.cipher_held.len()
-            + state.plain_held.len()
+            + state.plain_held.byte_len() as usize
     }
 }
 
@@ -479,9 +479,14 @@ impl Inner {
                 let _ = cipher.split_to(n);
             }
             if !plain.is_empty() {
-                let n = session.write_plaintext(&plain).unwrap_or(plain.len());
-                moved |= n > 0;
-                let _ = plain.split_to(n);
+                match session.write_plaintext_chunks(&mut plain) {
+                    Ok(n) => moved |= n > 0,
+                    Err(_) => {
+                        // A closed session drops the data; `pass_ends` aborts the link then.
+                        plain.clear();
+                        moved = true;
+                    }
+                }
             }
             let end_told = transport_end && cipher.is_empty();
             if end_told {
@@ -852,7 +857,16 @@ impl Inner {
         {
             return link.credit();
         }
-        link.window(capacity.saturating_sub(state.plain_held.len()) as u64)
+        link.window((capacity as u64).saturating_sub(state.plain_held.byte_len()))
+    }
+
+    /// Whether plaintext is held back, so that new plaintext must queue behind it; `None`
+    /// when the application's plaintext is not wanted any more (its stream ended, or the
+    /// session cannot send).
+    fn plaintext_held(&self) -> Option<bool> {
+        let state = self.state.lock();
+        let open = state.app_ending.is_none() && !state.plain_in_closed && !state.cipher_out_ended;
+        open.then(|| !state.plain_held.is_empty())
     }
 
     /// Aborts all four links and drops what is held.
@@ -1051,27 +1065,44 @@ impl ByteConsumer for PlainConsumer {
     }
 
     fn consume(&self, link: &Arc<Link>, data: Bytes) -> Credit {
-        let held = {
-            let state = self.0.state.lock();
-            if state.app_ending.is_some() || state.plain_in_closed || state.cipher_out_ended {
-                return link.credit();
-            }
-            !state.plain_held.is_empty()
+        let Some(held) = self.0.plaintext_held() else {
+            return link.credit();
         };
         if held {
-            self.0.state.lock().plain_held.extend_from_slice(&data);
+            self.0.state.lock().plain_held.push(data);
         } else {
             // A closed session drops the data; `pass_ends` aborts this link then.
-            let n = self
+            let rest = self.0.session.lock().write_plaintext_bytes(data);
+            if let Ok(rest) = rest {
+                self.0.state.lock().plain_held.push(rest);
+            }
+        }
+        self.0.pump();
+        self.0.plain_credit(link)
+    }
+
+    fn takes_runs(&self) -> bool {
+        true
+    }
+
+    fn consume_chunks(&self, link: &Arc<Link>, chunks: &mut Chunks) -> Credit {
+        let Some(held) = self.0.plaintext_held() else {
+            chunks.clear();
+            return link.credit();
+        };
+        if !held {
+            // A closed session drops the data; `pass_ends` aborts this link then.
+            if self
                 .0
                 .session
                 .lock()
-                .write_plaintext(&data)
-                .unwrap_or(data.len());
-            if n < data.len() {
-                self.0.state.lock().plain_held.extend_from_slice(&data[n..]);
+                .write_plaintext_chunks(chunks)
+                .is_err()
+            {
+                chunks.clear();
             }
         }
+        self.0.state.lock().plain_held.append(chunks);
         self.0.pump();
         self.0.plain_credit(link)
     }

@@ -6,8 +6,10 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::mem;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use native_tls::{HandshakeError, MidHandshakeTlsStream, TlsStream};
+
+use weir_io::Chunks;
 
 use crate::config::{TlsClientConfig, TlsLimits, TlsServerConfig};
 use crate::error::{classify, Phase, TlsError};
@@ -220,8 +222,11 @@ pub struct TlsSession {
     transport: MemoryTransport,
     /// Buffer bounds.
     limits: TlsLimits,
-    /// Plaintext accepted by `write_plaintext`, not yet encrypted.
-    pending_plaintext: BytesMut,
+    /// Plaintext accepted by `write_plaintext*`, not yet encrypted; chunks are kept as given,
+    /// so OpenSSL encrypts straight from them.
+    pending_plaintext: Chunks,
+    /// Where small pending chunks are gathered into one record.
+    record: Vec<u8>,
     /// State of the incoming (peer to us) direction.
     read_state: DirectionState,
     /// State of the outgoing (us to peer) direction.
@@ -360,9 +365,52 @@ impl TlsSession {
             return Err(TlsError::Closed);
         }
         let n = plaintext.len().min(self.plaintext_capacity());
-        self.pending_plaintext.extend_from_slice(&plaintext[..n]);
+        self.pending_plaintext
+            .push(Bytes::copy_from_slice(&plaintext[..n]));
         self.pump_writes();
         Ok(n)
+    }
+
+    /// Like [`write_plaintext`](Self::write_plaintext) for a chunk taken without copying;
+    /// returns the part that was not taken (empty when all of it was).
+    ///
+    /// # Errors
+    ///
+    /// As [`write_plaintext`](Self::write_plaintext); nothing is taken then.
+    pub fn write_plaintext_bytes(&mut self, mut plaintext: Bytes) -> Result<Bytes, TlsError> {
+        if self.write_state != WriteState::Open {
+            return Err(TlsError::Closed);
+        }
+        let n = plaintext.len().min(self.plaintext_capacity());
+        self.pending_plaintext.push(plaintext.split_to(n));
+        self.pump_writes();
+        Ok(plaintext)
+    }
+
+    /// Like [`write_plaintext`](Self::write_plaintext) for a run of chunks, taken without
+    /// copying: as many bytes from the front of `plaintext` as the capacity allows (the last
+    /// chunk taken may be split), encrypted in one go. What was not taken stays in
+    /// `plaintext`; returns how many bytes were taken.
+    ///
+    /// # Errors
+    ///
+    /// As [`write_plaintext`](Self::write_plaintext); nothing is taken then.
+    pub fn write_plaintext_chunks(&mut self, plaintext: &mut Chunks) -> Result<u64, TlsError> {
+        if self.write_state != WriteState::Open {
+            return Err(TlsError::Closed);
+        }
+        let capacity = self.plaintext_capacity() as u64;
+        let taken = if plaintext.byte_len() <= capacity {
+            let taken = plaintext.byte_len();
+            self.pending_plaintext.append(plaintext);
+            taken
+        } else {
+            let mut head = plaintext.split_to(capacity);
+            self.pending_plaintext.append(&mut head);
+            capacity
+        };
+        self.pump_writes();
+        Ok(taken)
     }
 
     /// Asks for a clean end of the outgoing direction: close_notify is sent after all plaintext
@@ -491,9 +539,10 @@ impl TlsSession {
         if self.write_state != WriteState::Open {
             return 0;
         }
+        // At most the limit, a usize.
         self.limits
             .outgoing_plaintext()
-            .saturating_sub(self.pending_plaintext.len())
+            .saturating_sub(self.pending_plaintext.byte_len() as usize)
     }
 
     /// `true` when [`poll_ciphertext`](Self::poll_ciphertext) has bytes to send.
@@ -557,7 +606,8 @@ impl TlsSession {
             stage: Stage::Gone,
             transport,
             limits,
-            pending_plaintext: BytesMut::new(),
+            pending_plaintext: Chunks::new(),
+            record: Vec::new(),
             read_state: DirectionState::Open,
             write_state: WriteState::Open,
             events: VecDeque::new(),
@@ -609,15 +659,31 @@ impl TlsSession {
             return;
         };
         let mut failure = None;
-        while !self.pending_plaintext.is_empty() {
+        while let Some(front) = self.pending_plaintext.front() {
             let queued = self.transport.lock().outgoing.len();
             if queued >= self.limits.outgoing_ciphertext() {
                 break;
             }
-            let n = self.pending_plaintext.len().min(MAX_RECORD_PLAINTEXT);
-            match stream.write(&self.pending_plaintext[..n]) {
+            // A record straight from the front chunk when it fills one (or is all there is);
+            // small chunks queued behind each other are gathered into one record instead.
+            let record = if front.len() >= MAX_RECORD_PLAINTEXT || self.pending_plaintext.len() == 1
+            {
+                &front[..front.len().min(MAX_RECORD_PLAINTEXT)]
+            } else {
+                self.record.clear();
+                for chunk in self.pending_plaintext.iter() {
+                    let room = MAX_RECORD_PLAINTEXT - self.record.len();
+                    self.record
+                        .extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    if self.record.len() == MAX_RECORD_PLAINTEXT {
+                        break;
+                    }
+                }
+                &self.record[..]
+            };
+            match stream.write(record) {
                 Ok(0) => break,
-                Ok(written) => self.pending_plaintext.advance(written),
+                Ok(written) => self.pending_plaintext.advance(written as u64),
                 // OpenSSL needs to read first (a renegotiation); retried after the next input.
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) => {
@@ -663,7 +729,7 @@ impl TlsSession {
         self.stage = Stage::Gone;
         self.read_state = DirectionState::Ended;
         self.write_state = WriteState::Ended;
-        self.pending_plaintext = BytesMut::new();
+        self.pending_plaintext = Chunks::new();
         self.transport.lock().incoming = Incoming::default();
     }
 

@@ -352,3 +352,83 @@ fn sessions_and_configs_are_send() {
     assert_send::<TlsServerConfig>();
     assert_send::<TlsEvent>();
 }
+
+/// The lengths of the TLS records in `ciphertext` (5-byte headers: type, version, length).
+fn record_lengths(mut ciphertext: &[u8]) -> Vec<usize> {
+    let mut lengths = Vec::new();
+    while ciphertext.len() >= 5 {
+        let len = u16::from_be_bytes([ciphertext[3], ciphertext[4]]) as usize;
+        lengths.push(len);
+        ciphertext = &ciphertext[(5 + len).min(ciphertext.len())..];
+    }
+    lengths
+}
+
+#[test]
+fn small_chunks_written_together_go_out_as_one_record_and_large_ones_without_gathering() {
+    let mut pair = Pair::localhost();
+    pair.handshake();
+    assert!(
+        pair.client.poll_ciphertext().is_none(),
+        "nothing left from the handshake"
+    );
+
+    // A hundred 10-byte chunks in one call: one record, not a hundred.
+    let small = pattern(1000, 7);
+    let mut run: weir_io::Chunks = small
+        .chunks(10)
+        .map(bytes::Bytes::copy_from_slice)
+        .collect();
+    assert_eq!(pair.client.write_plaintext_chunks(&mut run).unwrap(), 1000);
+    assert!(run.is_empty());
+    let ciphertext = pair.client.poll_ciphertext().unwrap();
+    assert_eq!(
+        record_lengths(&ciphertext).len(),
+        1,
+        "{:?}",
+        record_lengths(&ciphertext)
+    );
+
+    // 40 KiB as one chunk: full records straight from it.
+    let large = pattern(40 * 1024, 8);
+    let rest = pair
+        .client
+        .write_plaintext_bytes(bytes::Bytes::from(large.clone()))
+        .unwrap();
+    assert!(rest.is_empty());
+    let ciphertext2 = pair.client.poll_ciphertext().unwrap();
+    assert_eq!(record_lengths(&ciphertext2).len(), 3, "16 + 16 + 8 KiB");
+
+    // Both arrive intact, in order.
+    pair.to_server.extend_from_slice(&ciphertext);
+    pair.to_server.extend_from_slice(&ciphertext2);
+    let mut expected = small;
+    expected.extend_from_slice(&large);
+    pair.run_until(100, |p| p.server_side.received.len() >= expected.len());
+    assert_eq!(pair.server_side.received, expected);
+}
+
+#[test]
+fn plaintext_chunks_beyond_the_capacity_stay_with_the_caller() {
+    let mut pair = Pair::localhost();
+    // Before the handshake nothing is encrypted: the session holds up to its capacity.
+    let capacity = pair.client.plaintext_capacity();
+    let data = pattern(capacity + 5000, 9);
+    let mut run: weir_io::Chunks = data
+        .chunks(3000)
+        .map(bytes::Bytes::copy_from_slice)
+        .collect();
+    let taken = pair.client.write_plaintext_chunks(&mut run).unwrap();
+    assert_eq!(taken as usize, capacity);
+    assert_eq!(
+        run.byte_len() as usize,
+        5000,
+        "the rest, split at the capacity"
+    );
+    assert_eq!(pair.client.plaintext_capacity(), 0);
+    pair.handshake();
+    pair.run_until(1000, |p| p.server_side.received.len() >= capacity);
+    let rest: Vec<u8> = run.iter().flat_map(|c| c.iter().copied()).collect();
+    assert_eq!(pair.server_side.received, data[..capacity]);
+    assert_eq!(rest, data[capacity..]);
+}

@@ -30,8 +30,13 @@ fn bulk() -> u64 {
         .unwrap_or(256u64);
     mib * 1024 * 1024
 }
-/// Connections in the handshake test.
-const HANDSHAKES: usize = 500;
+/// Connections in the handshake test (`TLS_BENCH_HANDSHAKES` overrides, for profiling).
+fn handshakes() -> usize {
+    std::env::var("TLS_BENCH_HANDSHAKES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500)
+}
 
 /// Echo hooks.
 struct Echo;
@@ -146,9 +151,9 @@ fn weir_run() -> (f64, f64) {
     let bulk = bulk() as f64 / (1024.0 * 1024.0) / start.elapsed().as_secs_f64();
     let (tx, rx) = mpsc::channel();
     let start = Instant::now();
-    weir_handshakes(reactor.clone(), config, address, HANDSHAKES, tx);
+    weir_handshakes(reactor.clone(), config, address, handshakes(), tx);
     rx.recv().unwrap();
-    let rate = HANDSHAKES as f64 / start.elapsed().as_secs_f64();
+    let rate = handshakes() as f64 / start.elapsed().as_secs_f64();
     reactor.stop();
     let _ = thread.join();
     (bulk, rate)
@@ -228,10 +233,10 @@ fn tokio_run() -> (f64, f64) {
         assert_eq!(client(total).await, total);
         let bulk = total as f64 / (1024.0 * 1024.0) / start.elapsed().as_secs_f64();
         let start = Instant::now();
-        for _ in 0..HANDSHAKES {
+        for _ in 0..handshakes() {
             assert_eq!(client(1).await, 1);
         }
-        let rate = HANDSHAKES as f64 / start.elapsed().as_secs_f64();
+        let rate = handshakes() as f64 / start.elapsed().as_secs_f64();
         (bulk, rate)
     })
 }
@@ -273,9 +278,10 @@ fn main() {
     let (weir_bulk, weir_rate) = summary(&weir);
     let (tokio_bulk, tokio_rate) = summary(&tokio);
     println!(
-        "TLS echo on loopback, {} MiB bulk, {HANDSHAKES} sequential handshakes, median of {rounds} \
+        "TLS echo on loopback, {} MiB bulk, {} sequential handshakes, median of {rounds} \
          alternating rounds; client and server on one reactor thread / one current-thread runtime",
-        bulk() >> 20
+        bulk() >> 20,
+        handshakes()
     );
     println!("{:<28} {:>12} {:>12} {:>8}", "", "weir", "tokio", "ratio");
     println!(
