@@ -85,6 +85,7 @@
 #![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
 #![doc(test(attr(deny(warnings))))]
 
+mod batch;
 mod config;
 mod connection;
 mod crypto;
@@ -96,6 +97,7 @@ pub mod sim;
 mod stats;
 mod transport;
 
+pub use batch::IoStats;
 pub use config::{Config, ConfigError};
 pub use connection::{Connection, Event, Transmit};
 pub use error::{Error, ResetCode, Violation};
