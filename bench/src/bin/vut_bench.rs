@@ -2,18 +2,20 @@
 //! in-process random loss of outgoing datagrams.
 //!
 //! ```text
-//! cargo run --release -p weir-bench --bin vut_bench [MiB] [loss%,loss%,...]
+//! cargo run --release -p weir-bench --bin vut_bench [MiB] [loss%,loss%,...] [rounds]
 //! ```
 //!
-//! Defaults: 64 MiB per run, loss 0, 1 and 5%. Each run moves the payload one way over a fresh
+//! Defaults: 64 MiB per run, loss 0, 1 and 5%, one round (each round runs every row once, so
+//! that rows of one round share the machine's conditions). Each run moves the payload one way over a fresh
 //! connection, timed from before the connection is set up until the receiver has the last
 //! byte. CPU is the whole process's user + system time (both endpoints run in this process),
 //! from `/proc/self/stat`, divided by the payload.
 //!
-//! Loss: VUT drops outgoing datagrams with a seeded generator before `send_to`
-//! (`VudpTransport::set_danger_send_loss`); quinn gets the same through a wrapper around its
-//! UDP socket (which also turns GSO off, so that loss is per datagram; the lossless quinn run
-//! is also measured with its native socket, GSO included). Kernel TCP cannot be made lossy in
+//! Loss: VUT drops outgoing datagrams with a seeded generator before they are batched
+//! (`VudpTransport::set_danger_send_loss`): a dropped datagram is left out of its GSO batch,
+//! so loss stays per datagram. quinn gets the same through a wrapper around its UDP socket
+//! that leaves dropped segments out of each GSO transmit ("quinn (GSO)" rows), and through
+//! one that also turns GSO off ("quinn (1 dgram/send)"). Kernel TCP cannot be made lossy in
 //! process: it runs lossless only.
 
 use std::io::{IoSliceMut, Read, Write};
@@ -39,6 +41,7 @@ fn main() {
     let losses: Vec<f64> = args.next().map_or(vec![0.0, 1.0, 5.0], |a| {
         a.split(',').map(|l| l.parse().expect("loss %")).collect()
     });
+    let rounds: usize = args.next().map_or(1, |a| a.parse().expect("rounds"));
     let total = mib << 20;
     let payload = Bytes::from((0..CHUNK).map(|i| (i * 31 % 251) as u8).collect::<Vec<_>>());
     println!("payload {mib} MiB per run, one stream, loopback, 2 vCPU");
@@ -58,20 +61,39 @@ fn main() {
             notes
         );
     };
-    let tcp = measure(|| tcp_run(total, &payload));
-    row("tcp (kernel)", 0.0, tcp.0, String::new());
-    for &loss in &losses {
-        let (m, notes) = measure(|| vut_run(total, loss / 100.0, 1200));
-        row("vut (weir-vudp)", loss, m, notes);
-        let (m, notes) = measure(|| vut_run(total, loss / 100.0, 1452));
-        row("vut (dgram 1452)", loss, m, notes);
-        if loss == 0.0 {
-            let (m, notes) = measure(|| quinn_run(total, &payload, 0.0, true));
-            row("quinn (native, GSO)", loss, m, notes);
+    for round in 1..=rounds {
+        if rounds > 1 {
+            println!("-- round {round} of {rounds}");
         }
-        let (m, notes) = measure(|| quinn_run(total, &payload, loss / 100.0, false));
-        row("quinn (1 dgram/send)", loss, m, notes);
+        let tcp = measure(|| tcp_run(total, &payload));
+        row("tcp (kernel)", 0.0, tcp.0, String::new());
+        for &loss in &losses {
+            let (m, notes) = measure(|| vut_run(total, loss / 100.0, 1200));
+            row("vut (weir-vudp)", loss, m, notes);
+            let (m, notes) = measure(|| vut_run(total, loss / 100.0, 1452));
+            row("vut (dgram 1452)", loss, m, notes);
+            if loss == 0.0 {
+                let (m, notes) = measure(|| quinn_run(total, &payload, 0.0, QuinnSocket::Native));
+                row("quinn (native, GSO)", loss, m, notes);
+            }
+            let gso = QuinnSocket::Lossy { gso: true };
+            let (m, notes) = measure(|| quinn_run(total, &payload, loss / 100.0, gso));
+            row("quinn (GSO, lossy)", loss, m, notes);
+            let single = QuinnSocket::Lossy { gso: false };
+            let (m, notes) = measure(|| quinn_run(total, &payload, loss / 100.0, single));
+            row("quinn (1 dgram/send)", loss, m, notes);
+        }
     }
+}
+
+/// Which socket quinn runs on.
+#[derive(Clone, Copy)]
+enum QuinnSocket {
+    /// Through the loss wrapper; GSO batches (with dropped segments left out) or one datagram
+    /// per send.
+    Lossy { gso: bool },
+    /// Its own socket, unwrapped.
+    Native,
 }
 
 /// Wall and CPU time of one run.
@@ -211,11 +233,15 @@ fn vut_run(total: usize, loss: f64, max_datagram: u16) -> String {
         .expect("VUT run finished");
     assert_eq!((got, ending), (total, Ending::Completed));
     let s = a.stats();
+    let io = a.io_stats();
     let notes = format!(
-        "sent {} dgrams, {:.1}% retransmitted, {} RTOs, wire/payload {:.3}",
+        "sent {} dgrams in {} sends, {:.1}% retransmitted, {} PTOs, {} cong. events, \
+         wire/payload {:.3}",
         s.datagrams_sent,
+        io.send_calls,
         100.0 * s.bytes_retransmitted as f64 / total as f64,
         s.rto_expirations,
+        s.congestion_events,
         s.wire_bytes_sent as f64 / total as f64
     );
     ra.stop();
@@ -226,12 +252,25 @@ fn vut_run(total: usize, loss: f64, max_datagram: u16) -> String {
 
 // ----------------------------------------------------------------------------------- quinn
 
-/// A quinn socket that drops outgoing datagrams at random (seeded), one datagram per send.
+/// A quinn socket that drops outgoing datagrams at random (seeded): one datagram per send,
+/// or GSO batches with the dropped segments left out.
 #[derive(Debug)]
 struct LossySocket {
     inner: Arc<dyn quinn::AsyncUdpSocket>,
     threshold: u64,
     rng: Mutex<u64>,
+    gso: bool,
+}
+
+impl LossySocket {
+    /// Whether to drop the next datagram.
+    fn drop_next(&self) -> bool {
+        let mut x = self.rng.lock().unwrap();
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x < self.threshold
+    }
 }
 
 impl quinn::AsyncUdpSocket for LossySocket {
@@ -240,17 +279,30 @@ impl quinn::AsyncUdpSocket for LossySocket {
     }
 
     fn try_send(&self, transmit: &quinn::udp::Transmit<'_>) -> std::io::Result<()> {
-        let drop = {
-            let mut x = self.rng.lock().unwrap();
-            *x ^= *x << 13;
-            *x ^= *x >> 7;
-            *x ^= *x << 17;
-            *x < self.threshold
+        let Some(size) = transmit.segment_size else {
+            if self.drop_next() {
+                return Ok(());
+            }
+            return self.inner.try_send(transmit);
         };
-        if drop {
+        // A GSO batch: keep the segments that survive, in order, at the same stride (only
+        // the last may be shorter, as before).
+        let mut kept = Vec::with_capacity(transmit.contents.len());
+        let mut count = 0;
+        for segment in transmit.contents.chunks(size) {
+            if !self.drop_next() {
+                kept.extend_from_slice(segment);
+                count += 1;
+            }
+        }
+        if count == 0 {
             return Ok(());
         }
-        self.inner.try_send(transmit)
+        self.inner.try_send(&quinn::udp::Transmit {
+            contents: &kept,
+            segment_size: (count > 1).then_some(size),
+            ..transmit.clone()
+        })
     }
 
     fn poll_recv(
@@ -267,7 +319,11 @@ impl quinn::AsyncUdpSocket for LossySocket {
     }
 
     fn max_transmit_segments(&self) -> usize {
-        1
+        if self.gso {
+            self.inner.max_transmit_segments()
+        } else {
+            1
+        }
     }
 
     fn max_receive_segments(&self) -> usize {
@@ -283,21 +339,21 @@ impl quinn::AsyncUdpSocket for LossySocket {
 fn quinn_endpoint(
     server: Option<quinn::ServerConfig>,
     loss: f64,
-    native: bool,
+    kind: QuinnSocket,
     seed: u64,
 ) -> quinn::Endpoint {
     use quinn::Runtime;
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let runtime = Arc::new(quinn::TokioRuntime);
     let wrapped = runtime.wrap_udp_socket(socket).unwrap();
-    let socket: Arc<dyn quinn::AsyncUdpSocket> = if native {
-        wrapped
-    } else {
-        Arc::new(LossySocket {
+    let socket: Arc<dyn quinn::AsyncUdpSocket> = match kind {
+        QuinnSocket::Native => wrapped,
+        QuinnSocket::Lossy { gso } => Arc::new(LossySocket {
             inner: wrapped,
             threshold: (loss * u64::MAX as f64) as u64,
             rng: Mutex::new(seed | 1),
-        })
+            gso,
+        }),
     };
     quinn::Endpoint::new_with_abstract_socket(
         quinn::EndpointConfig::default(),
@@ -308,7 +364,7 @@ fn quinn_endpoint(
     .unwrap()
 }
 
-fn quinn_run(total: usize, payload: &Bytes, loss: f64, native: bool) -> String {
+fn quinn_run(total: usize, payload: &Bytes, loss: f64, kind: QuinnSocket) -> String {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let cert_der = rustls::pki_types::CertificateDer::from(cert.cert.der().to_vec());
@@ -326,7 +382,7 @@ fn quinn_run(total: usize, payload: &Bytes, loss: f64, native: bool) -> String {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let endpoint = quinn_endpoint(Some(server_config), loss, native, 0x5EED_0003);
+            let endpoint = quinn_endpoint(Some(server_config), loss, kind, 0x5EED_0003);
             addr_tx.send(endpoint.local_addr().unwrap()).unwrap();
             let conn = endpoint.accept().await.unwrap().await.unwrap();
             let mut stream = conn.accept_uni().await.unwrap();
@@ -347,7 +403,7 @@ fn quinn_run(total: usize, payload: &Bytes, loss: f64, native: bool) -> String {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let mut endpoint = quinn_endpoint(None, loss, native, 0x5EED_0004);
+            let mut endpoint = quinn_endpoint(None, loss, kind, 0x5EED_0004);
             endpoint.set_default_client_config(client_config);
             let conn = endpoint
                 .connect(server_addr, "localhost")
