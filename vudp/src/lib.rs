@@ -96,6 +96,7 @@ mod recovery;
 pub mod sim;
 mod stats;
 mod transport;
+mod unsent;
 
 pub use batch::IoStats;
 pub use config::{Config, ConfigError};

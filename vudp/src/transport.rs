@@ -944,7 +944,7 @@ impl ByteConsumer for TransportConsumer {
     fn consume(&self, link: &Arc<Link>, data: Bytes) -> Credit {
         // The credit never exceeds the send capacity, so the core takes all of it (unless
         // the connection ended, when the bytes have nowhere to go).
-        self.0.state.lock().core.write(&data);
+        self.0.state.lock().core.write_bytes(data);
         self.0.pump();
         self.0.write_credit(link)
     }

@@ -6,7 +6,8 @@
 //! ```
 //!
 //! Defaults: 64 MiB per run, loss 0, 1 and 5%, one round (each round runs every row once, so
-//! that rows of one round share the machine's conditions). Each run moves the payload one way over a fresh
+//! that rows of one round share the machine's conditions). With `VUT_PROFILE` set in the
+//! environment only the VUT 1200 B rows run, for a profiler. Each run moves the payload one way over a fresh
 //! connection, timed from before the connection is set up until the receiver has the last
 //! byte. CPU is the whole process's user + system time (both endpoints run in this process),
 //! from `/proc/self/stat`, divided by the payload.
@@ -61,6 +62,14 @@ fn main() {
             notes
         );
     };
+    if std::env::var_os("VUT_PROFILE").is_some() {
+        // Only VUT at 1200 B, for a profiler (e.g. valgrind --tool=callgrind).
+        for &loss in &losses {
+            let (m, notes) = measure(|| vut_run(total, loss / 100.0, 1200));
+            row("vut (weir-vudp)", loss, m, notes);
+        }
+        return;
+    }
     for round in 1..=rounds {
         if rounds > 1 {
             println!("-- round {round} of {rounds}");
