@@ -99,7 +99,7 @@ mod transport;
 mod unsent;
 
 pub use batch::IoStats;
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, CongestionControl};
 pub use connection::{Connection, Event, Transmit};
 pub use error::{Error, ResetCode, Violation};
 pub use stats::{DropCounts, Stats};
