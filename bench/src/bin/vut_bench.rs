@@ -12,6 +12,8 @@
 //! byte. CPU is the whole process's user + system time (both endpoints run in this process),
 //! from `/proc/self/stat`, divided by the payload.
 //!
+//! VUT runs CUBIC (its default) and, in lossy rows, also NewReno at 1200 B.
+//!
 //! Loss: VUT drops outgoing datagrams with a seeded generator before they are batched
 //! (`VudpTransport::set_danger_send_loss`): a dropped datagram is left out of its GSO batch,
 //! so loss stays per datagram. quinn gets the same through a wrapper around its UDP socket
@@ -31,10 +33,12 @@ use weir_io::{
     attach, ByteSink, ByteSource, Ending, Link, Produce, SinkHooks, SourceHooks, Window,
 };
 use weir_reactor::Reactor;
-use weir_vudp::{Config, VudpTransport};
+use weir_vudp::{CongestionControl, Config, VudpTransport};
 
 /// Bytes handed to a sender at a time.
 const CHUNK: usize = 64 * 1024;
+/// VUT's default congestion controller.
+const CUBIC: CongestionControl = CongestionControl::Cubic;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -65,7 +69,7 @@ fn main() {
     if std::env::var_os("VUT_PROFILE").is_some() {
         // Only VUT at 1200 B, for a profiler (e.g. valgrind --tool=callgrind).
         for &loss in &losses {
-            let (m, notes) = measure(|| vut_run(total, loss / 100.0, 1200));
+            let (m, notes) = measure(|| vut_run(total, loss / 100.0, 1200, CUBIC));
             row("vut (weir-vudp)", loss, m, notes);
         }
         return;
@@ -77,10 +81,15 @@ fn main() {
         let tcp = measure(|| tcp_run(total, &payload));
         row("tcp (kernel)", 0.0, tcp.0, String::new());
         for &loss in &losses {
-            let (m, notes) = measure(|| vut_run(total, loss / 100.0, 1200));
+            let (m, notes) = measure(|| vut_run(total, loss / 100.0, 1200, CUBIC));
             row("vut (weir-vudp)", loss, m, notes);
-            let (m, notes) = measure(|| vut_run(total, loss / 100.0, 1452));
+            let (m, notes) = measure(|| vut_run(total, loss / 100.0, 1452, CUBIC));
             row("vut (dgram 1452)", loss, m, notes);
+            if loss > 0.0 {
+                let newreno = CongestionControl::NewReno;
+                let (m, notes) = measure(|| vut_run(total, loss / 100.0, 1200, newreno));
+                row("vut (NewReno)", loss, m, notes);
+            }
             if loss == 0.0 {
                 let (m, notes) = measure(|| quinn_run(total, &payload, 0.0, QuinnSocket::Native));
                 row("quinn (native, GSO)", loss, m, notes);
@@ -197,7 +206,7 @@ impl SinkHooks for Count {
     }
 }
 
-fn vut_run(total: usize, loss: f64, max_datagram: u16) -> String {
+fn vut_run(total: usize, loss: f64, max_datagram: u16, cc: CongestionControl) -> String {
     let a_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let b_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let (a_addr, b_addr) = (a_sock.local_addr().unwrap(), b_sock.local_addr().unwrap());
@@ -205,6 +214,7 @@ fn vut_run(total: usize, loss: f64, max_datagram: u16) -> String {
     let (ta, tb) = (ra.start().unwrap(), rb.start().unwrap());
     let mut config = Config::default();
     config.max_datagram = max_datagram;
+    config.congestion_control = cc;
     let a =
         VudpTransport::new(&ra, a_sock, b_addr, b"bench A", b"bench B", config.clone()).unwrap();
     let b = VudpTransport::new(&rb, b_sock, a_addr, b"bench B", b"bench A", config).unwrap();
@@ -244,13 +254,17 @@ fn vut_run(total: usize, loss: f64, max_datagram: u16) -> String {
     let s = a.stats();
     let io = a.io_stats();
     let notes = format!(
-        "sent {} dgrams in {} sends, {:.1}% retransmitted, {} PTOs, {} cong. events, \
-         wire/payload {:.3}",
+        "sent {} dgrams in {} sends, {:.1}% retransmitted (lost by count {}, by time {}, \
+         spurious {}), {} PTOs, {} cong. events, srtt {:?}, wire/payload {:.3}",
         s.datagrams_sent,
         io.send_calls,
         100.0 * s.bytes_retransmitted as f64 / total as f64,
+        s.lost_by_packet_threshold,
+        s.lost_by_time_threshold,
+        s.spurious_losses + s.spurious_retransmits,
         s.rto_expirations,
         s.congestion_events,
+        s.srtt,
         s.wire_bytes_sent as f64 / total as f64
     );
     ra.stop();
