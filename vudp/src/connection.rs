@@ -81,8 +81,9 @@ pub enum Event {
 ///   1. [`poll_transmit`](Self::poll_transmit) until `None`, sending each datagram;
 ///   2. [`poll_timeout`](Self::poll_timeout), re-arming the one timer (`None`: no timer);
 ///   3. [`poll_event`](Self::poll_event) until `None`.
-/// * Outbound stream: [`write`](Self::write), [`send_capacity`](Self::send_capacity),
-///   [`finish`](Self::finish), [`abort`](Self::abort).
+/// * Outbound stream: [`write`](Self::write) (or [`write_bytes`](Self::write_bytes), which
+///   does not copy), [`send_capacity`](Self::send_capacity), [`finish`](Self::finish),
+///   [`abort`](Self::abort).
 /// * Inbound stream: [`read`](Self::read), [`readable_len`](Self::readable_len),
 ///   [`is_peer_finished`](Self::is_peer_finished).
 /// * State: [`is_established`](Self::is_established), [`is_drained`](Self::is_drained),

@@ -33,7 +33,7 @@ use weir_io::{
     attach, ByteSink, ByteSource, Ending, Link, Produce, SinkHooks, SourceHooks, Window,
 };
 use weir_reactor::Reactor;
-use weir_vudp::{CongestionControl, Config, VudpTransport};
+use weir_vudp::{Config, CongestionControl, VudpTransport};
 
 /// Bytes handed to a sender at a time.
 const CHUNK: usize = 64 * 1024;
