@@ -50,6 +50,23 @@ pub struct Config {
     /// last acks are lost. [`Event::Closed`](crate::Event::Closed) is reported at the start
     /// of it; only [`is_drained`](crate::Connection::is_drained) waits. Default 30 s.
     pub close_linger: Duration,
+    /// The congestion controller. Default [`CongestionControl::Cubic`].
+    pub congestion_control: CongestionControl,
+}
+
+/// Which congestion controller a connection runs (`PROTOCOL.md` section 8). Both react to
+/// the same loss detection and recovery periods; they differ in how far a congestion event
+/// cuts the window and how it grows back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CongestionControl {
+    /// CUBIC (RFC 9438): a congestion event keeps 70% of the window; it then grows back
+    /// along a cubic function of the time since, never slower than Reno would.
+    #[default]
+    Cubic,
+    /// NewReno (RFC 5681 / RFC 6582): a congestion event halves the window; it grows by one
+    /// segment per round trip.
+    NewReno,
 }
 
 impl Default for Config {
@@ -65,6 +82,7 @@ impl Default for Config {
             keepalive_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(60),
             close_linger: Duration::from_secs(30),
+            congestion_control: CongestionControl::Cubic,
         }
     }
 }

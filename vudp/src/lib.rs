@@ -85,6 +85,7 @@
 #![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
 #![doc(test(attr(deny(warnings))))]
 
+mod batch;
 mod config;
 mod connection;
 mod crypto;
@@ -95,8 +96,10 @@ mod recovery;
 pub mod sim;
 mod stats;
 mod transport;
+mod unsent;
 
-pub use config::{Config, ConfigError};
+pub use batch::IoStats;
+pub use config::{Config, ConfigError, CongestionControl};
 pub use connection::{Connection, Event, Transmit};
 pub use error::{Error, ResetCode, Violation};
 pub use stats::{DropCounts, Stats};

@@ -17,10 +17,11 @@ use weir_io::{
 use weir_reactor::Token;
 use weir_reactor::{ByteHandle, CloseReason, Direction, Interest, Reactor, ReactorError, Timer};
 
+use crate::batch::{Inbox, IoStats, Outbox};
 use crate::{Config, ConfigError, Connection, Error, Event, Stats};
 
-/// Datagrams read per readiness call before the acks they caused go out and the reactor
-/// serves others (level-triggered: the next loop turn calls again).
+/// Datagrams read per readiness call (at least one read call) before the acks they caused
+/// go out and the reactor serves others (level-triggered: the next loop turn calls again).
 const RECV_BUDGET: usize = 64;
 /// Most bytes handed downstream in one delivery.
 const DELIVER_CHUNK: usize = 64 * 1024;
@@ -29,7 +30,7 @@ const DELIVER_CHUNK: usize = 64 * 1024;
 const GRANT_STEP: u64 = 16 * 1024;
 /// Socket buffer sizes asked for (the kernel caps them at `net.core.{r,w}mem_max`).
 const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
-/// Size of the receive buffer: the largest UDP payload.
+/// Size of the datagram buffer: the largest UDP payload.
 const MAX_UDP_PAYLOAD: usize = 65_535;
 
 /// The VUT core ([`Connection`]) driven by the reactor on a non-blocking UDP socket and
@@ -41,11 +42,20 @@ const MAX_UDP_PAYLOAD: usize = 65_535;
 ///
 /// ```text
 ///               ┌─────────────────────── VudpTransport ───────────────────────┐
-///  UDP socket ──┤ recv_from ─▶ handle_datagram ─▶ core ─▶ read(≤ credit) ─▶ producer ──┼─▶ downstream
-///               │ send_to ◀── poll_transmit ◀─── core ◀── write ◀──────── consumer ◀──┼── upstream
+///  UDP socket ──┤ recvmmsg ─▶ handle_datagram ─▶ core ─▶ read(≤ credit) ─▶ producer ───┼─▶ downstream
+///               │ sendmsg ◀── poll_transmit ◀─── core ◀── write ◀──────── consumer ◀──┼── upstream
 ///               │ one timer ◀── poll_timeout         credit = send_capacity           │
 ///               └─────────────────────────────────────────────────────────────────────┘
 /// ```
+///
+/// # Batching
+///
+/// Datagrams of equal size that the core emits in a row go out in one `sendmsg` with UDP
+/// segmentation offload (GSO, Linux), up to 64 segments or 64 KiB; reads take several
+/// datagrams per call (`recvmmsg`, and GRO runs split at their stride). Both go through
+/// `quinn-udp`. Where the kernel has no GSO each datagram is its own send; where it refuses
+/// a GSO send at run time (`EIO`/`EINVAL`), batching stays off for the socket and that run
+/// goes out one datagram at a time. [`io_stats`](Self::io_stats) counts the calls.
 ///
 /// # Flow control
 ///
@@ -210,12 +220,16 @@ struct State {
     token: Option<Token>,
     /// Interest registered now.
     interest: Interest,
+    /// Segmentation offload and batched receive state of the socket (`quinn-udp`).
+    udp: quinn_udp::UdpSocketState,
     /// Datagram buffer for `poll_transmit`.
     tx: Vec<u8>,
-    /// The datagram in `tx` could not be sent yet (`WouldBlock`): its destination.
+    /// The datagram in `tx` did not fit in the outbox, which would block: its destination.
     held: Option<SocketAddr>,
-    /// Datagram buffer for `recv_from`.
-    rx: Vec<u8>,
+    /// Datagrams on their way to the socket, batched.
+    outbox: Outbox,
+    /// Receive buffers.
+    inbox: Inbox,
     /// The one timer, with the instant it was armed for.
     timer: Option<(Instant, Timer)>,
     /// A pump runs (further pumps only ask it to go round again).
@@ -326,6 +340,7 @@ impl VudpTransport {
         )
         .map_err(OpenError::Config)?;
         socket.set_nonblocking(true).map_err(OpenError::Io)?;
+        let udp = quinn_udp::UdpSocketState::new((&socket).into()).map_err(OpenError::Io)?;
         let sock = socket2::SockRef::from(&socket);
         // Larger buffers absorb bursts; the kernel caps them, and a refusal is harmless.
         let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
@@ -341,9 +356,11 @@ impl VudpTransport {
                 socket: None,
                 token: None,
                 interest: Interest::READ,
+                udp,
                 tx: Vec::with_capacity(MAX_UDP_PAYLOAD),
                 held: None,
-                rx: vec![0; MAX_UDP_PAYLOAD],
+                outbox: Outbox::new(),
+                inbox: Inbox::new(),
                 timer: None,
                 pumping: false,
                 again: false,
@@ -437,6 +454,17 @@ impl VudpTransport {
         self.inner.state.lock().core.stats()
     }
 
+    /// Counters of the socket calls: sends and the datagrams they carried (more than one per
+    /// call with GSO), refused GSO sends, receive calls.
+    pub fn io_stats(&self) -> IoStats {
+        let state = self.inner.state.lock();
+        IoStats {
+            recv_calls: state.inbox.recv_calls,
+            datagrams_received: state.inbox.datagrams,
+            ..state.outbox.stats(&state.udp)
+        }
+    }
+
     /// Drops each outgoing datagram with `probability` (`0.0..=1.0`), drawn from a generator
     /// seeded with `seed`, as a lossy network would: **for benchmarks and tests only**. A
     /// probability of 0 turns it off.
@@ -471,53 +499,51 @@ impl State {
         }
     }
 
-    /// Sends what the core has to send, until it has nothing more or the socket would block.
+    /// Sends what the core has to send, until it has nothing more or the socket would block:
+    /// runs of equal-sized datagrams are batched into one send (GSO); simulated loss leaves
+    /// datagrams out of the batch, so every segment in it keeps its size.
     fn transmit(&mut self) {
         let State {
             core,
             socket,
+            udp,
             tx,
             held,
+            outbox,
             send_loss,
             ..
         } = self;
         let Some(socket) = socket.as_ref() else {
             return;
         };
-        if let Some(destination) = *held {
-            match send(socket, tx, destination) {
-                Err(()) => return,
-                Ok(()) => *held = None,
-            }
+        if outbox.flush(udp, socket).is_err() {
+            return;
+        }
+        if let Some(destination) = held.take() {
+            // The outbox was just emptied: it takes any datagram.
+            let _ = outbox.push(udp, destination, tx);
         }
         let now = Instant::now();
-        while let Some(transmit) = core.poll_transmit(now, tx) {
+        loop {
+            if outbox.is_full(udp) && outbox.flush(udp, socket).is_err() {
+                return;
+            }
+            let Some(transmit) = core.poll_transmit(now, tx) else {
+                break;
+            };
             tx.truncate(transmit.size);
             if send_loss.as_mut().is_some_and(SendLoss::drop_next) {
                 continue;
             }
-            if send(socket, tx, transmit.destination).is_err() {
-                *held = Some(transmit.destination);
-                return;
+            if outbox.push(udp, transmit.destination, tx).is_err() {
+                if outbox.flush(udp, socket).is_err() {
+                    *held = Some(transmit.destination);
+                    return;
+                }
+                let _ = outbox.push(udp, transmit.destination, tx);
             }
         }
-    }
-}
-
-/// Sends one datagram; `Err` means the socket would block (the caller keeps the datagram).
-/// Other errors drop the datagram like a lossy network would: the core retransmits or times
-/// out on its own.
-fn send(socket: &UdpSocket, datagram: &[u8], destination: SocketAddr) -> Result<(), ()> {
-    loop {
-        match socket.send_to(datagram, destination) {
-            Ok(_) => return Ok(()),
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Err(()),
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) => {
-                tracing::debug!(%err, %destination, "udp send failed; datagram dropped");
-                return Ok(());
-            }
-        }
+        let _ = outbox.flush(udp, socket);
     }
 }
 
@@ -602,9 +628,9 @@ impl Inner {
         self.pump();
     }
 
-    /// Registers write interest while a datagram is held back, read interest otherwise.
+    /// Registers write interest while datagrams are held back, read interest otherwise.
     fn update_interest(&self, state: &mut State) {
-        let want = Interest::READ.with_write(state.held.is_some());
+        let want = Interest::READ.with_write(state.outbox.is_blocked());
         if want == state.interest {
             return;
         }
@@ -621,27 +647,37 @@ impl Inner {
         {
             let mut guard = self.state.lock();
             let State {
-                core, socket, rx, ..
+                core,
+                socket,
+                udp,
+                inbox,
+                ..
             } = &mut *guard;
             let Some(socket) = socket.as_ref() else {
                 return;
             };
             let now = Instant::now();
-            for _ in 0..RECV_BUDGET {
-                match socket.recv_from(rx) {
-                    Ok((n, from)) => core.handle_datagram(now, from, &rx[..n]),
+            let mut read = 0;
+            while read < RECV_BUDGET {
+                match inbox.recv(udp, socket, |from, datagram| {
+                    core.handle_datagram(now, from, datagram)
+                }) {
+                    Ok(n) => read += n.max(1),
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                     Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                     // An ICMP error for an earlier datagram (e.g. the peer's port is not
                     // open yet); the core treats it as loss.
-                    Err(err) => tracing::debug!(%err, "udp receive error ignored"),
+                    Err(err) => {
+                        tracing::debug!(%err, "udp receive error ignored");
+                        read += 1;
+                    }
                 }
             }
         }
         self.pump();
     }
 
-    /// The socket may take the held datagram now.
+    /// The socket may take the held datagrams now.
     fn on_writable(&self) {
         self.pump();
     }
@@ -908,7 +944,7 @@ impl ByteConsumer for TransportConsumer {
     fn consume(&self, link: &Arc<Link>, data: Bytes) -> Credit {
         // The credit never exceeds the send capacity, so the core takes all of it (unless
         // the connection ended, when the bytes have nowhere to go).
-        self.0.state.lock().core.write(&data);
+        self.0.state.lock().core.write_bytes(data);
         self.0.pump();
         self.0.write_credit(link)
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 use weir_vudp::sim::{LinkConfig, Side, Sim};
-use weir_vudp::{Config, Error, Event, ResetCode};
+use weir_vudp::{Config, CongestionControl, Error, Event, ResetCode};
 
 fn pattern(len: usize, salt: u8) -> Vec<u8> {
     (0..len)
@@ -488,7 +488,8 @@ fn fast_retransmit_recovers_a_single_loss_without_timeout() {
 }
 
 /// Goodput over a 2 MB/s, 40 ms RTT link at several loss rates (printed with `--nocapture`).
-/// NewReno is loss-bound here (Mathis: about MSS/RTT * 1.22/sqrt(p), 340 kB/s at 1%).
+/// Loss-bound here (Mathis: about MSS/RTT * 1.22/sqrt(p), 340 kB/s at 1% for NewReno; CUBIC
+/// keeps at least that).
 #[test]
 fn goodput_on_a_bandwidth_limited_link() {
     for (loss, minimum) in [(0.0, 1_400_000.0), (0.01, 250_000.0), (0.05, 60_000.0)] {
@@ -531,7 +532,7 @@ fn goodput(seed: u64, link: LinkConfig, len: usize) -> (f64, weir_vudp::Stats) {
 #[test]
 fn small_rtt_goodput_survives_random_loss() {
     // (one-way delay µs, bandwidth, smallest ratio 5% loss / lossless). The last link's
-    // BDP (17 segments) is beyond what NewReno keeps at 5% loss (about 5): loss-bound, as
+    // BDP (17 segments) is beyond what NewReno or CUBIC keeps at 5% loss (about 5): loss-bound, as
     // Mathis predicts, but no longer timeout-bound (it kept 3% with the 200 ms minimum RTO).
     for (delay_us, bandwidth, minimum) in [
         (50, 20_000_000, 0.5),
@@ -570,4 +571,96 @@ fn small_rtt_goodput_survives_random_loss() {
         );
         assert!(ratio >= minimum, "{results:?}");
     }
+}
+
+/// A config with the given congestion controller.
+fn with_cc(cc: CongestionControl) -> Config {
+    let mut config = Config::default();
+    config.congestion_control = cc;
+    config
+}
+
+/// One loss after slow start: CUBIC keeps 70% of the window (RFC 9438), NewReno half.
+#[test]
+fn one_congestion_event_keeps_beta_of_the_window() {
+    for (cc, beta) in [
+        (CongestionControl::Cubic, 0.7),
+        (CongestionControl::NewReno, 0.5),
+    ] {
+        let mut sim = Sim::with_configs(27, LinkConfig::default(), with_cc(cc), with_cc(cc));
+        ok(sim.run_until(established));
+        sim.client.send(pattern(2_000_000, 28), true);
+        sim.server.send(Vec::new(), true);
+        ok(sim.run_until(|s| s.client.conn.stats().cwnd >= 60_000));
+        sim.drop_next(Side::Client);
+        let mut before = sim.client.conn.stats().cwnd;
+        ok(sim.run_until(|s| {
+            let stats = s.client.conn.stats();
+            if stats.congestion_events == 0 {
+                before = stats.cwnd;
+            }
+            stats.congestion_events > 0
+        }));
+        let after = sim.client.conn.stats();
+        let expected = (before as f64 * beta) as u64;
+        assert!(
+            after.ssthresh.abs_diff(expected) <= 1,
+            "{cc:?}: {before} -> {}",
+            after.ssthresh
+        );
+        assert_eq!(after.cwnd, after.ssthresh, "{cc:?}");
+        ok(sim.run_until(both_closed));
+        assert_eq!(sim.server.received, pattern(2_000_000, 28));
+    }
+}
+
+/// A sender that never fills its window (a trickle of small writes) does not grow it (RFC
+/// 9002 section 7.8), with either controller.
+#[test]
+fn an_underused_window_does_not_grow() {
+    for cc in [CongestionControl::Cubic, CongestionControl::NewReno] {
+        let mut sim = Sim::with_configs(29, LinkConfig::default(), with_cc(cc), with_cc(cc));
+        ok(sim.run_until(established));
+        let initial = sim.client.conn.stats().cwnd;
+        for i in 0..50 {
+            sim.client.send(pattern(500, i as u8), false);
+            sim.drive(Side::Client);
+            sim.run_for(Duration::from_millis(100));
+        }
+        let stats = sim.client.conn.stats();
+        assert_eq!(stats.bytes_acked, 25_000, "{cc:?}");
+        assert_eq!(stats.cwnd, initial, "{cc:?}: {stats:?}");
+    }
+}
+
+/// On a long, lossy path CUBIC regains the window faster than NewReno (printed with
+/// `--nocapture`).
+#[test]
+fn cubic_outpaces_newreno_on_a_long_lossy_path() {
+    let mut rates = Vec::new();
+    for cc in [CongestionControl::Cubic, CongestionControl::NewReno] {
+        let mut link = LinkConfig::default();
+        link.delay = Duration::from_millis(50);
+        link.bandwidth = Some(10_000_000);
+        link.loss = 0.005;
+        let mut config = with_cc(cc);
+        config.send_buffer = 4 << 20;
+        config.recv_buffer = 4 << 20;
+        let mut sim = Sim::with_configs(30, link, config.clone(), config);
+        let a = pattern(8_000_000, 31);
+        sim.client.send(a.clone(), true);
+        sim.server.send(Vec::new(), true);
+        ok(sim.run_until(|s| s.server.received.len() == a.len()));
+        assert_eq!(sim.server.received, a);
+        let rate = a.len() as f64 / sim.elapsed().as_secs_f64();
+        let stats = sim.client.conn.stats();
+        eprintln!(
+            "{cc:?}: goodput {:.2} MB/s, congestion events {}, cwnd at the end {}",
+            rate / 1e6,
+            stats.congestion_events,
+            stats.cwnd
+        );
+        rates.push(rate);
+    }
+    assert!(rates[0] > rates[1], "{rates:?}");
 }

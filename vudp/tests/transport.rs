@@ -11,7 +11,7 @@ use weir_io::{
     SourceHooks, Window,
 };
 use weir_reactor::{Reactor, ReactorThread};
-use weir_vudp::{CloseInfo, Config, Error, ResetCode, TransportError, VudpTransport};
+use weir_vudp::{CloseInfo, Config, Error, IoStats, ResetCode, TransportError, VudpTransport};
 
 /// Length of the repeated test pattern: a prime, so that it never lines up with segments.
 const PATTERN_LEN: usize = 65_521;
@@ -195,7 +195,26 @@ fn sockets() -> (UdpSocket, SocketAddr, UdpSocket, SocketAddr) {
 /// Sends `a_to_b` and `b_to_a` bytes over loopback and checks both arrive intact and both
 /// sides close cleanly; returns the elapsed time.
 fn transfer(a_to_b: u64, b_to_a: u64, deadline: Duration) -> Duration {
-    let (a_sock, a_addr, b_sock, b_addr) = sockets();
+    transfer_on(sockets(), a_to_b, b_to_a, deadline).elapsed
+}
+
+/// What [`transfer_on`] measured.
+struct Outcome {
+    /// Time until both streams had arrived.
+    elapsed: Duration,
+    /// A's socket calls.
+    a_io: IoStats,
+    /// B's socket calls.
+    b_io: IoStats,
+}
+
+/// As [`transfer`], on the given sockets.
+fn transfer_on(
+    (a_sock, a_addr, b_sock, b_addr): (UdpSocket, SocketAddr, UdpSocket, SocketAddr),
+    a_to_b: u64,
+    b_to_a: u64,
+    deadline: Duration,
+) -> Outcome {
     let start = Instant::now();
     let a = side(
         a_sock,
@@ -235,11 +254,17 @@ fn transfer(a_to_b: u64, b_to_a: u64, deadline: Duration) -> Duration {
         assert!(side.transport.error().is_none());
     }
     let stats = a.transport.stats();
+    let (a_io, b_io) = (a.transport.io_stats(), b.transport.io_stats());
     eprintln!(
-        "{a_to_b} bytes A→B, {b_to_a} B→A in {elapsed:?} ({:.1} MB/s); A: {stats:?}",
+        "{a_to_b} bytes A→B, {b_to_a} B→A in {elapsed:?} ({:.1} MB/s); A: {stats:?}\n\
+         A: {a_io:?}\nB: {b_io:?}",
         a_to_b.max(b_to_a) as f64 / elapsed.as_secs_f64() / 1e6
     );
-    elapsed
+    Outcome {
+        elapsed,
+        a_io,
+        b_io,
+    }
 }
 
 #[test]
@@ -250,6 +275,70 @@ fn loopback_100_mib_intact() {
 #[test]
 fn loopback_both_directions_at_once() {
     transfer(8 << 20, 8 << 20, Duration::from_secs(60));
+}
+
+/// Runs of datagrams go out in GSO batches (several datagrams per send call) and come in
+/// several per receive call (GRO or `recvmmsg`).
+#[test]
+fn loopback_sends_in_gso_batches_and_receives_in_batches() {
+    let out = transfer_on(sockets(), 16 << 20, 0, Duration::from_secs(60));
+    let (a, b) = (out.a_io, out.b_io);
+    assert!(a.datagrams_sent > 10_000, "{a:?}");
+    assert_eq!(a.gso_refused, 0, "{a:?}");
+    if a.max_segments > 1 {
+        assert!(a.datagrams_sent >= 2 * a.send_calls, "{a:?}");
+    } else {
+        eprintln!("this kernel has no UDP GSO: one datagram per send");
+        assert_eq!(a.datagrams_sent, a.send_calls, "{a:?}");
+    }
+    assert!(b.datagrams_received > b.recv_calls, "{b:?}");
+}
+
+/// A kernel that refuses a GSO send (here: `SO_NO_CHECK`, with which Linux rejects
+/// `UDP_SEGMENT` with `EINVAL` but sends single datagrams) turns batching off for the socket;
+/// the refused run goes out one datagram at a time and the transfer completes.
+#[test]
+fn gso_refused_by_the_kernel_falls_back_to_one_datagram_per_send() {
+    let (a_sock, a_addr, b_sock, b_addr) = sockets();
+    refuse_gso(&a_sock);
+    let out = transfer_on(
+        (a_sock, a_addr, b_sock, b_addr),
+        4 << 20,
+        0,
+        Duration::from_secs(60),
+    );
+    let a = out.a_io;
+    if a.gso_refused == 0 && a.max_segments == 1 && a.datagrams_sent == a.send_calls {
+        eprintln!("this kernel has no UDP GSO: nothing to refuse");
+        return;
+    }
+    assert!(a.gso_refused >= 1, "{a:?}");
+    assert_eq!(a.max_segments, 1, "{a:?}");
+    assert_eq!(a.send_errors, 0, "{a:?}");
+    // Every send after the refusal carried one datagram.
+    assert!(a.datagrams_sent <= a.send_calls + 64, "{a:?}");
+}
+
+/// Sets `SO_NO_CHECK` (no UDP checksum on send), with which Linux refuses GSO sends.
+fn refuse_gso(socket: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid open socket descriptor, a pointer to a live c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NO_CHECK,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt(SO_NO_CHECK): {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 #[test]

@@ -2,18 +2,23 @@
 //! in-process random loss of outgoing datagrams.
 //!
 //! ```text
-//! cargo run --release -p weir-bench --bin vut_bench [MiB] [loss%,loss%,...]
+//! cargo run --release -p weir-bench --bin vut_bench [MiB] [loss%,loss%,...] [rounds]
 //! ```
 //!
-//! Defaults: 64 MiB per run, loss 0, 1 and 5%. Each run moves the payload one way over a fresh
+//! Defaults: 64 MiB per run, loss 0, 1 and 5%, one round (each round runs every row once, so
+//! that rows of one round share the machine's conditions). With `VUT_PROFILE` set in the
+//! environment only the VUT 1200 B rows run, for a profiler. Each run moves the payload one way over a fresh
 //! connection, timed from before the connection is set up until the receiver has the last
 //! byte. CPU is the whole process's user + system time (both endpoints run in this process),
 //! from `/proc/self/stat`, divided by the payload.
 //!
-//! Loss: VUT drops outgoing datagrams with a seeded generator before `send_to`
-//! (`VudpTransport::set_danger_send_loss`); quinn gets the same through a wrapper around its
-//! UDP socket (which also turns GSO off, so that loss is per datagram; the lossless quinn run
-//! is also measured with its native socket, GSO included). Kernel TCP cannot be made lossy in
+//! VUT runs CUBIC (its default) and, in lossy rows, also NewReno at 1200 B.
+//!
+//! Loss: VUT drops outgoing datagrams with a seeded generator before they are batched
+//! (`VudpTransport::set_danger_send_loss`): a dropped datagram is left out of its GSO batch,
+//! so loss stays per datagram. quinn gets the same through a wrapper around its UDP socket
+//! that leaves dropped segments out of each GSO transmit ("quinn (GSO)" rows), and through
+//! one that also turns GSO off ("quinn (1 dgram/send)"). Kernel TCP cannot be made lossy in
 //! process: it runs lossless only.
 
 use std::io::{IoSliceMut, Read, Write};
@@ -28,10 +33,12 @@ use weir_io::{
     attach, ByteSink, ByteSource, Ending, Link, Produce, SinkHooks, SourceHooks, Window,
 };
 use weir_reactor::Reactor;
-use weir_vudp::{Config, VudpTransport};
+use weir_vudp::{Config, CongestionControl, VudpTransport};
 
 /// Bytes handed to a sender at a time.
 const CHUNK: usize = 64 * 1024;
+/// VUT's default congestion controller.
+const CUBIC: CongestionControl = CongestionControl::Cubic;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -39,6 +46,7 @@ fn main() {
     let losses: Vec<f64> = args.next().map_or(vec![0.0, 1.0, 5.0], |a| {
         a.split(',').map(|l| l.parse().expect("loss %")).collect()
     });
+    let rounds: usize = args.next().map_or(1, |a| a.parse().expect("rounds"));
     let total = mib << 20;
     let payload = Bytes::from((0..CHUNK).map(|i| (i * 31 % 251) as u8).collect::<Vec<_>>());
     println!("payload {mib} MiB per run, one stream, loopback, 2 vCPU");
@@ -58,20 +66,52 @@ fn main() {
             notes
         );
     };
-    let tcp = measure(|| tcp_run(total, &payload));
-    row("tcp (kernel)", 0.0, tcp.0, String::new());
-    for &loss in &losses {
-        let (m, notes) = measure(|| vut_run(total, loss / 100.0, 1200));
-        row("vut (weir-vudp)", loss, m, notes);
-        let (m, notes) = measure(|| vut_run(total, loss / 100.0, 1452));
-        row("vut (dgram 1452)", loss, m, notes);
-        if loss == 0.0 {
-            let (m, notes) = measure(|| quinn_run(total, &payload, 0.0, true));
-            row("quinn (native, GSO)", loss, m, notes);
+    if std::env::var_os("VUT_PROFILE").is_some() {
+        // Only VUT at 1200 B, for a profiler (e.g. valgrind --tool=callgrind).
+        for &loss in &losses {
+            let (m, notes) = measure(|| vut_run(total, loss / 100.0, 1200, CUBIC));
+            row("vut (weir-vudp)", loss, m, notes);
         }
-        let (m, notes) = measure(|| quinn_run(total, &payload, loss / 100.0, false));
-        row("quinn (1 dgram/send)", loss, m, notes);
+        return;
     }
+    for round in 1..=rounds {
+        if rounds > 1 {
+            println!("-- round {round} of {rounds}");
+        }
+        let tcp = measure(|| tcp_run(total, &payload));
+        row("tcp (kernel)", 0.0, tcp.0, String::new());
+        for &loss in &losses {
+            let (m, notes) = measure(|| vut_run(total, loss / 100.0, 1200, CUBIC));
+            row("vut (weir-vudp)", loss, m, notes);
+            let (m, notes) = measure(|| vut_run(total, loss / 100.0, 1452, CUBIC));
+            row("vut (dgram 1452)", loss, m, notes);
+            if loss > 0.0 {
+                let newreno = CongestionControl::NewReno;
+                let (m, notes) = measure(|| vut_run(total, loss / 100.0, 1200, newreno));
+                row("vut (NewReno)", loss, m, notes);
+            }
+            if loss == 0.0 {
+                let (m, notes) = measure(|| quinn_run(total, &payload, 0.0, QuinnSocket::Native));
+                row("quinn (native, GSO)", loss, m, notes);
+            }
+            let gso = QuinnSocket::Lossy { gso: true };
+            let (m, notes) = measure(|| quinn_run(total, &payload, loss / 100.0, gso));
+            row("quinn (GSO, lossy)", loss, m, notes);
+            let single = QuinnSocket::Lossy { gso: false };
+            let (m, notes) = measure(|| quinn_run(total, &payload, loss / 100.0, single));
+            row("quinn (1 dgram/send)", loss, m, notes);
+        }
+    }
+}
+
+/// Which socket quinn runs on.
+#[derive(Clone, Copy)]
+enum QuinnSocket {
+    /// Through the loss wrapper; GSO batches (with dropped segments left out) or one datagram
+    /// per send.
+    Lossy { gso: bool },
+    /// Its own socket, unwrapped.
+    Native,
 }
 
 /// Wall and CPU time of one run.
@@ -166,7 +206,7 @@ impl SinkHooks for Count {
     }
 }
 
-fn vut_run(total: usize, loss: f64, max_datagram: u16) -> String {
+fn vut_run(total: usize, loss: f64, max_datagram: u16, cc: CongestionControl) -> String {
     let a_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let b_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let (a_addr, b_addr) = (a_sock.local_addr().unwrap(), b_sock.local_addr().unwrap());
@@ -174,6 +214,7 @@ fn vut_run(total: usize, loss: f64, max_datagram: u16) -> String {
     let (ta, tb) = (ra.start().unwrap(), rb.start().unwrap());
     let mut config = Config::default();
     config.max_datagram = max_datagram;
+    config.congestion_control = cc;
     let a =
         VudpTransport::new(&ra, a_sock, b_addr, b"bench A", b"bench B", config.clone()).unwrap();
     let b = VudpTransport::new(&rb, b_sock, a_addr, b"bench B", b"bench A", config).unwrap();
@@ -211,11 +252,19 @@ fn vut_run(total: usize, loss: f64, max_datagram: u16) -> String {
         .expect("VUT run finished");
     assert_eq!((got, ending), (total, Ending::Completed));
     let s = a.stats();
+    let io = a.io_stats();
     let notes = format!(
-        "sent {} dgrams, {:.1}% retransmitted, {} RTOs, wire/payload {:.3}",
+        "sent {} dgrams in {} sends, {:.1}% retransmitted (lost by count {}, by time {}, \
+         spurious {}), {} PTOs, {} cong. events, srtt {:?}, wire/payload {:.3}",
         s.datagrams_sent,
+        io.send_calls,
         100.0 * s.bytes_retransmitted as f64 / total as f64,
+        s.lost_by_packet_threshold,
+        s.lost_by_time_threshold,
+        s.spurious_losses + s.spurious_retransmits,
         s.rto_expirations,
+        s.congestion_events,
+        s.srtt,
         s.wire_bytes_sent as f64 / total as f64
     );
     ra.stop();
@@ -226,12 +275,25 @@ fn vut_run(total: usize, loss: f64, max_datagram: u16) -> String {
 
 // ----------------------------------------------------------------------------------- quinn
 
-/// A quinn socket that drops outgoing datagrams at random (seeded), one datagram per send.
+/// A quinn socket that drops outgoing datagrams at random (seeded): one datagram per send,
+/// or GSO batches with the dropped segments left out.
 #[derive(Debug)]
 struct LossySocket {
     inner: Arc<dyn quinn::AsyncUdpSocket>,
     threshold: u64,
     rng: Mutex<u64>,
+    gso: bool,
+}
+
+impl LossySocket {
+    /// Whether to drop the next datagram.
+    fn drop_next(&self) -> bool {
+        let mut x = self.rng.lock().unwrap();
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x < self.threshold
+    }
 }
 
 impl quinn::AsyncUdpSocket for LossySocket {
@@ -240,17 +302,30 @@ impl quinn::AsyncUdpSocket for LossySocket {
     }
 
     fn try_send(&self, transmit: &quinn::udp::Transmit<'_>) -> std::io::Result<()> {
-        let drop = {
-            let mut x = self.rng.lock().unwrap();
-            *x ^= *x << 13;
-            *x ^= *x >> 7;
-            *x ^= *x << 17;
-            *x < self.threshold
+        let Some(size) = transmit.segment_size else {
+            if self.drop_next() {
+                return Ok(());
+            }
+            return self.inner.try_send(transmit);
         };
-        if drop {
+        // A GSO batch: keep the segments that survive, in order, at the same stride (only
+        // the last may be shorter, as before).
+        let mut kept = Vec::with_capacity(transmit.contents.len());
+        let mut count = 0;
+        for segment in transmit.contents.chunks(size) {
+            if !self.drop_next() {
+                kept.extend_from_slice(segment);
+                count += 1;
+            }
+        }
+        if count == 0 {
             return Ok(());
         }
-        self.inner.try_send(transmit)
+        self.inner.try_send(&quinn::udp::Transmit {
+            contents: &kept,
+            segment_size: (count > 1).then_some(size),
+            ..transmit.clone()
+        })
     }
 
     fn poll_recv(
@@ -267,7 +342,11 @@ impl quinn::AsyncUdpSocket for LossySocket {
     }
 
     fn max_transmit_segments(&self) -> usize {
-        1
+        if self.gso {
+            self.inner.max_transmit_segments()
+        } else {
+            1
+        }
     }
 
     fn max_receive_segments(&self) -> usize {
@@ -283,21 +362,21 @@ impl quinn::AsyncUdpSocket for LossySocket {
 fn quinn_endpoint(
     server: Option<quinn::ServerConfig>,
     loss: f64,
-    native: bool,
+    kind: QuinnSocket,
     seed: u64,
 ) -> quinn::Endpoint {
     use quinn::Runtime;
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let runtime = Arc::new(quinn::TokioRuntime);
     let wrapped = runtime.wrap_udp_socket(socket).unwrap();
-    let socket: Arc<dyn quinn::AsyncUdpSocket> = if native {
-        wrapped
-    } else {
-        Arc::new(LossySocket {
+    let socket: Arc<dyn quinn::AsyncUdpSocket> = match kind {
+        QuinnSocket::Native => wrapped,
+        QuinnSocket::Lossy { gso } => Arc::new(LossySocket {
             inner: wrapped,
             threshold: (loss * u64::MAX as f64) as u64,
             rng: Mutex::new(seed | 1),
-        })
+            gso,
+        }),
     };
     quinn::Endpoint::new_with_abstract_socket(
         quinn::EndpointConfig::default(),
@@ -308,7 +387,7 @@ fn quinn_endpoint(
     .unwrap()
 }
 
-fn quinn_run(total: usize, payload: &Bytes, loss: f64, native: bool) -> String {
+fn quinn_run(total: usize, payload: &Bytes, loss: f64, kind: QuinnSocket) -> String {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let cert_der = rustls::pki_types::CertificateDer::from(cert.cert.der().to_vec());
@@ -326,7 +405,7 @@ fn quinn_run(total: usize, payload: &Bytes, loss: f64, native: bool) -> String {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let endpoint = quinn_endpoint(Some(server_config), loss, native, 0x5EED_0003);
+            let endpoint = quinn_endpoint(Some(server_config), loss, kind, 0x5EED_0003);
             addr_tx.send(endpoint.local_addr().unwrap()).unwrap();
             let conn = endpoint.accept().await.unwrap().await.unwrap();
             let mut stream = conn.accept_uni().await.unwrap();
@@ -347,7 +426,7 @@ fn quinn_run(total: usize, payload: &Bytes, loss: f64, native: bool) -> String {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let mut endpoint = quinn_endpoint(None, loss, native, 0x5EED_0004);
+            let mut endpoint = quinn_endpoint(None, loss, kind, 0x5EED_0004);
             endpoint.set_default_client_config(client_config);
             let conn = endpoint
                 .connect(server_addr, "localhost")
