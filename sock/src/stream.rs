@@ -1,5 +1,6 @@
 //! [`StreamAgent`]: a non-blocking byte stream bridged to chains, with credit both ways.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, IoSlice};
@@ -16,9 +17,13 @@ use weir_reactor::{ByteHandle, CloseReason, Direction, Interest, Reactor, Token}
 
 /// Bytes read per readiness call before the agent lets the reactor serve others.
 const READ_BUDGET: usize = 256 * 1024;
+/// Reads up to this long are copied out of the spare read buffer, which stays for the next
+/// read; longer ones take the buffer downstream as it is, without a copy.
+const COPY_MAX: usize = 1024;
 thread_local! {
-    /// Scratch space for reads on the reactor thread, shared by every agent.
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The reactor thread's spare read buffer, shared by every agent: empty, with the capacity
+    /// of the last read that left it behind. Idle connections hold no read buffer at all.
+    static SPARE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
 /// Most buffers handed to one vectored write.
@@ -29,8 +34,16 @@ const MAX_IOVECS: usize = 64;
 ///
 /// Every method must return `WouldBlock` rather than block.
 pub trait StreamIo: Send + Sync + 'static {
-    /// Reads into `buf`; `Ok(0)` is end of file.
-    fn read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Reads once, appending what it read to `buf`: at most its spare capacity
+    /// (`capacity() - len()`, which the agent never leaves at zero), never reallocating.
+    /// Returns the number of bytes read; `Ok(0)` is end of file.
+    ///
+    /// The agent hands the vector downstream as it is when the read was long, so the bytes
+    /// are read straight into the buffer that travels on. `rustix` fills the spare capacity
+    /// without initialising it first, in safe code:
+    /// `rustix::io::read(fd, rustix::buffer::spare_capacity(buf))`, or `rustix::net::recv`
+    /// for a socket.
+    fn read(&self, buf: &mut Vec<u8>) -> io::Result<usize>;
 
     /// Writes from `bufs`, in order; never raises `SIGPIPE`.
     fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
@@ -609,21 +622,15 @@ impl AgentInner {
             let want = usize::try_from(remaining)
                 .unwrap_or(usize::MAX)
                 .min(self.config.max_read);
-            // Read into the reactor thread's scratch buffer and copy out exactly what came:
-            // an idle connection then holds no read buffer at all.
-            let result = SCRATCH.with_borrow_mut(|scratch| {
-                if scratch.len() < want {
-                    scratch.resize(want, 0);
-                }
-                io.read(&mut scratch[..want])
-                    .map(|n| Bytes::copy_from_slice(&scratch[..n]))
-            });
+            let mut buf = read_buffer(want);
+            let result = io.read(&mut buf);
             let chunk = match result {
-                Ok(chunk) if chunk.is_empty() => {
+                Ok(0) => {
+                    SPARE.set(buf);
                     self.close_input(Ending::Completed);
                     return;
                 }
-                Ok(chunk) => chunk,
+                Ok(_) => into_chunk(buf),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => {
@@ -632,6 +639,7 @@ impl AgentInner {
                     return;
                 }
             };
+            debug_assert!(chunk.len() <= want, "a read went past its spare capacity");
             total += chunk.len();
             let drained = chunk.len() < want;
             self.send_announce();
@@ -915,6 +923,39 @@ impl AgentInner {
     }
 }
 
+/// An empty buffer with a spare capacity of exactly `want` bytes (so that a read cannot pass
+/// the credit): the thread's spare buffer when it fits, else a new one.
+fn read_buffer(want: usize) -> Vec<u8> {
+    let mut buf = SPARE.take();
+    buf.clear();
+    if buf.capacity() > want {
+        // In place: the allocator keeps the block and takes back its tail.
+        buf.shrink_to(want);
+    }
+    if buf.capacity() != want {
+        // `with_capacity` is documented to give exactly the capacity asked for.
+        buf = Vec::with_capacity(want);
+    }
+    buf
+}
+
+/// The bytes of one read as a chunk to deliver. A short read is copied and its buffer kept for
+/// the next read; a long one goes on in its own buffer, trimmed to its length, without a copy.
+fn into_chunk(mut buf: Vec<u8>) -> Bytes {
+    if buf.len() <= COPY_MAX {
+        let chunk = Bytes::copy_from_slice(&buf);
+        buf.clear();
+        SPARE.set(buf);
+        chunk
+    } else {
+        // Trimming shrinks the block in place, so a buffered chunk holds no more memory than
+        // its length, and a vector whose length is its capacity becomes `Bytes` without
+        // another allocation.
+        buf.shrink_to_fit();
+        Bytes::from(buf)
+    }
+}
+
 impl AgentState {
     /// Drops `n` written bytes from the front of the write buffer.
     fn advance(&mut self, mut n: usize) {
@@ -1061,5 +1102,45 @@ impl ByteConsumer for AgentConsumer {
     fn on_abort(&self) {
         // The producer of what we write gave up: finish with what was written.
         self.0.close_output(Ending::Completed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The spare capacity is exactly the credit, whatever the spare buffer held before.
+    #[test]
+    fn read_buffers_have_exactly_the_capacity_asked_for() {
+        for want in [100, 65_536, 10, 65_536, 65_536, 1, 4096, 70_000] {
+            let buf = read_buffer(want);
+            assert!(buf.is_empty());
+            assert_eq!(buf.capacity(), want);
+            SPARE.set(buf);
+        }
+    }
+
+    /// A long read goes on in its own buffer, not copied; a short one is copied and its
+    /// buffer stays for the next read.
+    #[test]
+    fn long_reads_move_short_reads_copy() {
+        let mut buf = read_buffer(8192);
+        buf.extend_from_slice(&[7; 5000]);
+        let address = buf.as_ptr();
+        let chunk = into_chunk(buf);
+        assert_eq!(chunk.as_ptr(), address, "a long read was copied");
+        assert_eq!(&chunk[..], &[7; 5000][..]);
+
+        let mut buf = read_buffer(8192);
+        buf.extend_from_slice(b"Ni!");
+        let address = buf.as_ptr();
+        let chunk = into_chunk(buf);
+        assert_eq!(&chunk[..], b"Ni!");
+        let spare = read_buffer(8192);
+        assert_eq!(
+            spare.as_ptr(),
+            address,
+            "the short read's buffer was not kept"
+        );
     }
 }
