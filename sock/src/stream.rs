@@ -576,7 +576,14 @@ impl AgentInner {
 
     /// Makes the registered interest match what the agent wants now.
     fn update_interest(&self) {
-        let read_credit = self.producer_slot.link().is_some_and(|l| l.remaining() > 0);
+        self.update_interest_with(self.producer_slot.link().as_deref());
+    }
+
+    /// [`update_interest`](Self::update_interest) with the downstream link at hand, which
+    /// must be the current one (the data path has it already: loading it costs more than the
+    /// rest of this check).
+    fn update_interest_with(&self, downstream: Option<&Link>) {
+        let read_credit = downstream.is_some_and(|l| l.remaining() > 0);
         let mut state = self.state.lock();
         let want = match state.phase {
             Phase::Connecting => Interest::WRITE,
@@ -616,6 +623,7 @@ impl AgentInner {
             return;
         };
         let mut total = 0;
+        let mut announced = false;
         while total < READ_BUDGET {
             let remaining = link.remaining();
             if remaining == 0 {
@@ -644,7 +652,10 @@ impl AgentInner {
             debug_assert!(chunk.len() <= want, "a read went past its spare capacity");
             total += chunk.len();
             let drained = chunk.len() < want;
-            self.send_announce();
+            if !announced {
+                self.send_announce();
+                announced = true;
+            }
             if link.deliver(chunk).is_err() || drained {
                 // A short read emptied the kernel buffer: skip the read that would only say
                 // `WouldBlock`. Readiness is level-triggered, so anything that arrives now is
@@ -652,7 +663,12 @@ impl AgentInner {
                 break;
             }
         }
-        self.update_interest();
+        if link.is_open() {
+            self.update_interest_with(Some(&link));
+        } else {
+            // Delivering ended or replaced the link: ask the slot.
+            self.update_interest();
+        }
     }
 
     /// Writes what the buffer holds until it is empty or the stream would block. With
@@ -666,19 +682,16 @@ impl AgentInner {
                 if state.buffered == 0 || state.phase != Phase::Connected {
                     break;
                 }
-                // On the stack: a write per message must not cost an allocation.
-                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                let mut count = 0;
-                for (slot, chunk) in slices.iter_mut().zip(&state.wbuf) {
-                    *slot = IoSlice::new(chunk);
-                    count += 1;
-                }
-                io.write_vectored(&slices[..count])
+                write_buffered(&*io, &state.wbuf)
             };
             match result {
                 Ok(n) => {
-                    self.state.lock().advance(n);
                     freed = true;
+                    let mut state = self.state.lock();
+                    state.advance(n);
+                    if state.buffered == 0 {
+                        break;
+                    }
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
@@ -689,13 +702,18 @@ impl AgentInner {
                 }
             }
         }
-        let end = {
+        let (end, stale_interest) = {
             let mut state = self.state.lock();
-            if state.buffered == 0 {
+            let end = if state.buffered == 0 {
                 state.end_after_drain.take()
             } else {
                 None
-            }
+            };
+            // Writing changes only the write half of the interest (new credit reaches the
+            // read half through `on_credit`): most writes leave it as it was.
+            let write = state.output_closed.is_none() && state.buffered > 0;
+            let stale = state.phase != Phase::Connected || write != state.interest.write;
+            (end, stale)
         };
         if let Some(ending) = end {
             self.close_output(ending);
@@ -706,7 +724,9 @@ impl AgentInner {
                 link.grant(self.write_credit(&link));
             }
         }
-        self.update_interest();
+        if stale_interest {
+            self.update_interest();
+        }
     }
 
     /// Credit for the upstream producer: the free space of the write buffer.
@@ -923,6 +943,22 @@ impl AgentInner {
     pub(crate) fn downstream(&self) -> Option<Arc<Link>> {
         self.producer_slot.link()
     }
+}
+
+/// One vectored write of the front of `wbuf`.
+fn write_buffered(io: &dyn StreamIo, wbuf: &VecDeque<Bytes>) -> io::Result<usize> {
+    if let (1, Some(only)) = (wbuf.len(), wbuf.front()) {
+        // The usual case, one message: no array of empty slices to fill first.
+        return io.write_vectored(&[IoSlice::new(only)]);
+    }
+    // On the stack: a write per message must not cost an allocation.
+    let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+    let mut count = 0;
+    for (slot, chunk) in slices.iter_mut().zip(wbuf) {
+        *slot = IoSlice::new(chunk);
+        count += 1;
+    }
+    io.write_vectored(&slices[..count])
 }
 
 /// An empty buffer with a spare capacity of exactly `want` bytes (so that a read cannot pass
