@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, IoSlice};
 use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
@@ -20,6 +21,8 @@ const READ_BUDGET: usize = 256 * 1024;
 /// Reads up to this long are copied out of the spare read buffer, which stays for the next
 /// read; longer ones take the buffer downstream as it is, without a copy.
 const COPY_MAX: usize = 1024;
+/// The smallest read capacity the agent's guess of the next read's length goes down to.
+const MIN_READ: usize = 2 * 1024;
 thread_local! {
     /// The reactor thread's spare read buffer, shared by every agent: empty, with the capacity
     /// of the last read that left it behind. Idle connections hold no read buffer at all.
@@ -195,6 +198,10 @@ pub(crate) struct AgentInner {
     me: Weak<AgentInner>,
     /// Buffer sizes and policy.
     config: AgentConfig,
+    /// Capacity for the next read, learnt from the last ones (reactor thread only): twice
+    /// what a short read brought, doubled after a full one, up to `max_read`. A read then
+    /// fills at least half of its buffer, which can travel on as it is.
+    read_hint: AtomicUsize,
     /// The stream; `None` before connect and after close.
     io: Mutex<Option<Arc<dyn StreamIo>>>,
     /// Link to the consumer of what we read.
@@ -302,6 +309,7 @@ impl StreamAgent {
             reactor: reactor.clone(),
             me: me.clone(),
             config,
+            read_hint: AtomicUsize::new(config.max_read),
             io: Mutex::new(None),
             producer_slot: LinkSlot::new(),
             consumer_slot: LinkSlot::new(),
@@ -629,9 +637,10 @@ impl AgentInner {
             if remaining == 0 {
                 break;
             }
-            let want = usize::try_from(remaining)
+            let credit = usize::try_from(remaining)
                 .unwrap_or(usize::MAX)
                 .min(self.config.max_read);
+            let want = credit.min(self.read_hint.load(Ordering::Relaxed));
             let mut buf = read_buffer(want);
             let result = io.read(&mut buf);
             let chunk = match result {
@@ -652,6 +661,7 @@ impl AgentInner {
             debug_assert!(chunk.len() <= want, "a read went past its spare capacity");
             total += chunk.len();
             let drained = chunk.len() < want;
+            self.learn_read_size(chunk.len(), want, credit);
             if !announced {
                 self.send_announce();
                 announced = true;
@@ -669,6 +679,21 @@ impl AgentInner {
             // Delivering ended or replaced the link: ask the slot.
             self.update_interest();
         }
+    }
+
+    /// Adjusts the capacity of the next read after one of `capacity` bytes (`credit` allowed)
+    /// brought `read`.
+    fn learn_read_size(&self, read: usize, capacity: usize, credit: usize) {
+        let next = if read < capacity {
+            (read * 2).next_power_of_two()
+        } else if capacity < credit {
+            capacity * 2
+        } else {
+            // Held back by the credit, not by the guess: nothing learnt.
+            return;
+        };
+        let next = next.clamp(MIN_READ.min(self.config.max_read), self.config.max_read);
+        self.read_hint.store(next, Ordering::Relaxed);
     }
 
     /// Writes what the buffer holds until it is empty or the stream would block. With
@@ -978,7 +1003,8 @@ fn read_buffer(want: usize) -> Vec<u8> {
 }
 
 /// The bytes of one read as a chunk to deliver. A short read is copied and its buffer kept for
-/// the next read; a long one goes on in its own buffer, trimmed to its length, without a copy.
+/// the next read; a long one goes on in its own buffer without a copy, trimmed when it filled
+/// less than half of it.
 fn into_chunk(mut buf: Vec<u8>) -> Bytes {
     if buf.len() <= COPY_MAX {
         let chunk = Bytes::copy_from_slice(&buf);
@@ -986,10 +1012,11 @@ fn into_chunk(mut buf: Vec<u8>) -> Bytes {
         SPARE.set(buf);
         chunk
     } else {
-        // Trimming shrinks the block in place, so a buffered chunk holds no more memory than
-        // its length, and a vector whose length is its capacity becomes `Bytes` without
-        // another allocation.
-        buf.shrink_to_fit();
+        if buf.len() < buf.capacity() / 2 {
+            // Trimming shrinks the block in place: a buffered chunk holds at most twice its
+            // length. (The read size guess makes this rare.)
+            buf.shrink_to_fit();
+        }
         Bytes::from(buf)
     }
 }
@@ -1158,8 +1185,8 @@ mod tests {
         }
     }
 
-    /// A long read goes on in its own buffer, not copied; a short one is copied and its
-    /// buffer stays for the next read.
+    /// A long read goes on in its own buffer, not copied (trimmed when it used less than
+    /// half); a short one is copied and its buffer stays for the next read.
     #[test]
     fn long_reads_move_short_reads_copy() {
         let mut buf = read_buffer(8192);
@@ -1180,5 +1207,36 @@ mod tests {
             address,
             "the short read's buffer was not kept"
         );
+
+        let mut buf = read_buffer(65_536);
+        buf.extend_from_slice(&[9; 2000]);
+        let chunk = into_chunk(buf);
+        assert_eq!(&chunk[..], &[9; 2000][..]);
+    }
+
+    /// The guess of the next read's length follows short reads down and full reads up, within
+    /// `MIN_READ..=max_read`, and ignores reads that the credit cut short.
+    #[test]
+    fn the_read_size_guess_follows_the_reads() {
+        let reactor = Reactor::new().unwrap();
+        let agent = StreamAgent::unconnected(&reactor, AgentConfig::default());
+        let inner = &agent.inner;
+        let hint = || inner.read_hint.load(Ordering::Relaxed);
+        assert_eq!(hint(), 64 * 1024);
+        inner.learn_read_size(4096, 65_536, 65_536);
+        assert_eq!(hint(), 8192);
+        inner.learn_read_size(64, 8192, 65_536);
+        assert_eq!(hint(), MIN_READ);
+        inner.learn_read_size(100, 100, 100);
+        assert_eq!(
+            hint(),
+            MIN_READ,
+            "a read the credit cut short taught something"
+        );
+        for _ in 0..10 {
+            let capacity = hint();
+            inner.learn_read_size(capacity, capacity, 65_536);
+        }
+        assert_eq!(hint(), 64 * 1024);
     }
 }
