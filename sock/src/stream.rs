@@ -23,6 +23,8 @@ const READ_BUDGET: usize = 256 * 1024;
 const COPY_MAX: usize = 1024;
 /// The smallest read capacity the agent's guess of the next read's length goes down to.
 const MIN_READ: usize = 2 * 1024;
+/// The read capacity of a new stream, before any read has taught the agent better.
+const INITIAL_READ: usize = 16 * 1024;
 thread_local! {
     /// The reactor thread's spare read buffer, shared by every agent: empty, with the capacity
     /// of the last read that left it behind. Idle connections hold no read buffer at all.
@@ -85,12 +87,16 @@ pub enum Descriptors<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AgentConfig {
-    /// Most bytes read by one read call (Versile `max_read`). Default 64 KiB: a busy stream
-    /// then costs a quarter of the system calls it would at 16 KiB, and a short read still
-    /// keeps only its own length (see [`StreamIo::read`]).
+    /// Most bytes read by one read call (Versile `max_read`). Default 256 KiB. The agent
+    /// sizes each read by the length reads have been coming in at, from 16 KiB for a new
+    /// stream up to this, so a stream of short messages never allocates this much; a busy
+    /// stream makes a sixteenth of the system calls it would at 16 KiB.
     pub max_read: usize,
     /// Size of the write buffer: the credit granted to the producer that feeds the stream is
-    /// what this buffer can still take (Versile `wbuf_len`). Default 64 KiB.
+    /// what this buffer can still take (Versile `wbuf_len`). Default 256 KiB: an echo or a
+    /// proxy, whose reads are limited by the write buffer behind them, then moves data in
+    /// large reads and writes. It bounds the memory of a connection whose peer reads slowly
+    /// (an idle connection holds none); lower it where many such connections must fit.
     pub write_buffer: usize,
     /// Which directions may close on their own. Default [`HalfClosePolicy::HALF_CLOSE`].
     pub half_close: HalfClosePolicy,
@@ -99,8 +105,8 @@ pub struct AgentConfig {
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
-            max_read: 64 * 1024,
-            write_buffer: 64 * 1024,
+            max_read: 256 * 1024,
+            write_buffer: 256 * 1024,
             half_close: HalfClosePolicy::HALF_CLOSE,
         }
     }
@@ -309,7 +315,7 @@ impl StreamAgent {
             reactor: reactor.clone(),
             me: me.clone(),
             config,
-            read_hint: AtomicUsize::new(config.max_read),
+            read_hint: AtomicUsize::new(INITIAL_READ.min(config.max_read)),
             io: Mutex::new(None),
             producer_slot: LinkSlot::new(),
             consumer_slot: LinkSlot::new(),
@@ -1222,7 +1228,7 @@ mod tests {
         let agent = StreamAgent::unconnected(&reactor, AgentConfig::default());
         let inner = &agent.inner;
         let hint = || inner.read_hint.load(Ordering::Relaxed);
-        assert_eq!(hint(), 64 * 1024);
+        assert_eq!(hint(), INITIAL_READ);
         inner.learn_read_size(4096, 65_536, 65_536);
         assert_eq!(hint(), 8192);
         inner.learn_read_size(64, 8192, 65_536);
@@ -1235,8 +1241,8 @@ mod tests {
         );
         for _ in 0..10 {
             let capacity = hint();
-            inner.learn_read_size(capacity, capacity, 65_536);
+            inner.learn_read_size(capacity, capacity, 1 << 20);
         }
-        assert_eq!(hint(), 64 * 1024);
+        assert_eq!(hint(), AgentConfig::default().max_read);
     }
 }
