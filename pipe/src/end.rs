@@ -5,6 +5,7 @@ use std::fmt;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use rustix::buffer::spare_capacity;
 use rustix::pipe::PipeFlags;
 
 use crate::fd::End;
@@ -107,6 +108,31 @@ impl PipeReader {
             return Err(io::ErrorKind::NotConnected.into());
         }
         Ok(rustix::io::read(self.end.borrow(), buf)?)
+    }
+
+    /// Reads without blocking into the spare capacity of `buf` (`capacity() - len()` bytes at
+    /// most, never reallocating), appending what it read, and returns how many bytes that was.
+    /// `Ok(0)` with spare capacity is end of file. The spare capacity need not be initialised.
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_read`](Self::try_read).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (reader, writer) = weir_pipe::pipe()?;
+    /// writer.try_write(b"Ni!")?;
+    /// let mut buf = Vec::with_capacity(64);
+    /// assert_eq!(reader.try_read_buf(&mut buf)?, 3);
+    /// assert_eq!(buf, b"Ni!");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        if !self.end.is_open() {
+            return Err(io::ErrorKind::NotConnected.into());
+        }
+        Ok(rustix::io::read(self.end.borrow(), spare_capacity(buf))?)
     }
 
     /// Whether the reader is open (a [`PipeIo`](crate::PipeIo) closes it when input shuts

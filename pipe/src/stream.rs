@@ -83,9 +83,9 @@ impl PipeIo {
 }
 
 impl StreamIo for PipeIo {
-    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+    fn read(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
         match &self.reader {
-            Some(reader) => reader.try_read(buf),
+            Some(reader) => reader.try_read_buf(buf),
             None => Ok(0),
         }
     }

@@ -202,3 +202,33 @@ fn rustix_flags(fd: std::os::fd::BorrowedFd<'_>) -> Option<String> {
         .find(|l| l.starts_with("flags:"))
         .map(str::to_owned)
 }
+
+/// Issue 3: reads go into the buffers that travel downstream. Megabytes through a pipe, from
+/// one pipe agent into another, arrive whole and in order, and both agents close.
+#[test]
+fn megabytes_through_a_pipe_between_two_agents_arrive_whole() {
+    let reactor = Reactor::new().unwrap();
+    let thread = reactor.start().unwrap();
+    let (reader, writer) = pipe().unwrap();
+    let sending = PipeIo::new(None, Some(writer))
+        .into_agent(&reactor, AgentConfig::default())
+        .unwrap();
+    let receiving = PipeIo::new(Some(reader), None)
+        .into_agent(&reactor, AgentConfig::default())
+        .unwrap();
+    let total = 8 << 20;
+    let source = weir_io::ByteSource::new(&reactor, common::PatternSource::new(Some(total)));
+    let (hooks, done) = CheckSink::new(true);
+    let sink = ByteSink::new(&reactor, Window::Bytes(100_000), hooks);
+    attach(&source.producer(), &sending.io_pair().consumer).unwrap();
+    attach(&receiving.io_pair().producer, &sink.consumer()).unwrap();
+    let (report, _) = done.recv_timeout(LIMIT).unwrap();
+    assert_eq!(report.ending, Ending::Completed);
+    assert_eq!(report.received, total);
+    assert!(report.matches, "the bytes differ from the pattern");
+    wait_until("both agents to close", || {
+        sending.is_closed() && receiving.is_closed()
+    });
+    reactor.stop();
+    thread.join().unwrap();
+}

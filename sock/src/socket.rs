@@ -1,13 +1,14 @@
 //! Native sockets: addresses, creation, connected pairs, options, and sockets as streams.
 
 use std::fmt;
-use std::io::{self, IoSlice, Read};
+use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr, TcpListener};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use rustix::buffer::spare_capacity;
 use socket2::{Domain, SockAddr, Socket, TcpKeepalive, Type};
 use weir_io::Peer;
 use weir_reactor::{Direction, Reactor, ReactorError};
@@ -243,8 +244,11 @@ impl SocketIo {
 const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
 
 impl StreamIo for SocketIo {
-    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        (&self.socket).read(buf)
+    fn read(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        let flags = rustix::net::RecvFlags::empty();
+        // The second figure is the length the kernel had, which differs only with `TRUNC`.
+        let (read, _) = rustix::net::recv(&self.socket, spare_capacity(buf), flags)?;
+        Ok(read)
     }
 
     fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {

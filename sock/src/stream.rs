@@ -1,9 +1,11 @@
 //! [`StreamAgent`]: a non-blocking byte stream bridged to chains, with credit both ways.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, IoSlice};
 use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
@@ -16,9 +18,17 @@ use weir_reactor::{ByteHandle, CloseReason, Direction, Interest, Reactor, Token}
 
 /// Bytes read per readiness call before the agent lets the reactor serve others.
 const READ_BUDGET: usize = 256 * 1024;
+/// Reads up to this long are copied out of the spare read buffer, which stays for the next
+/// read; longer ones take the buffer downstream as it is, without a copy.
+const COPY_MAX: usize = 1024;
+/// The smallest read capacity the agent's guess of the next read's length goes down to.
+const MIN_READ: usize = 2 * 1024;
+/// The read capacity of a new stream, before any read has taught the agent better.
+const INITIAL_READ: usize = 16 * 1024;
 thread_local! {
-    /// Scratch space for reads on the reactor thread, shared by every agent.
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The reactor thread's spare read buffer, shared by every agent: empty, with the capacity
+    /// of the last read that left it behind. Idle connections hold no read buffer at all.
+    static SPARE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
 /// Most buffers handed to one vectored write.
@@ -29,8 +39,16 @@ const MAX_IOVECS: usize = 64;
 ///
 /// Every method must return `WouldBlock` rather than block.
 pub trait StreamIo: Send + Sync + 'static {
-    /// Reads into `buf`; `Ok(0)` is end of file.
-    fn read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Reads once, appending what it read to `buf`: at most its spare capacity
+    /// (`capacity() - len()`, which the agent never leaves at zero), never reallocating.
+    /// Returns the number of bytes read; `Ok(0)` is end of file.
+    ///
+    /// The agent hands the vector downstream as it is when the read was long, so the bytes
+    /// are read straight into the buffer that travels on. `rustix` fills the spare capacity
+    /// without initialising it first, in safe code:
+    /// `rustix::io::read(fd, rustix::buffer::spare_capacity(buf))`, or `rustix::net::recv`
+    /// for a socket.
+    fn read(&self, buf: &mut Vec<u8>) -> io::Result<usize>;
 
     /// Writes from `bufs`, in order; never raises `SIGPIPE`.
     fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
@@ -69,10 +87,16 @@ pub enum Descriptors<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AgentConfig {
-    /// Most bytes read by one read call (Versile `max_read`). Default 16 KiB.
+    /// Most bytes read by one read call (Versile `max_read`). Default 256 KiB. The agent
+    /// sizes each read by the length reads have been coming in at, from 16 KiB for a new
+    /// stream up to this, so a stream of short messages never allocates this much; a busy
+    /// stream makes a sixteenth of the system calls it would at 16 KiB.
     pub max_read: usize,
     /// Size of the write buffer: the credit granted to the producer that feeds the stream is
-    /// what this buffer can still take (Versile `wbuf_len`). Default 64 KiB.
+    /// what this buffer can still take (Versile `wbuf_len`). Default 256 KiB: an echo or a
+    /// proxy, whose reads are limited by the write buffer behind them, then moves data in
+    /// large reads and writes. It bounds the memory of a connection whose peer reads slowly
+    /// (an idle connection holds none); lower it where many such connections must fit.
     pub write_buffer: usize,
     /// Which directions may close on their own. Default [`HalfClosePolicy::HALF_CLOSE`].
     pub half_close: HalfClosePolicy,
@@ -81,8 +105,8 @@ pub struct AgentConfig {
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
-            max_read: 16 * 1024,
-            write_buffer: 64 * 1024,
+            max_read: 256 * 1024,
+            write_buffer: 256 * 1024,
             half_close: HalfClosePolicy::HALF_CLOSE,
         }
     }
@@ -180,6 +204,10 @@ pub(crate) struct AgentInner {
     me: Weak<AgentInner>,
     /// Buffer sizes and policy.
     config: AgentConfig,
+    /// Capacity for the next read, learnt from the last ones (reactor thread only): twice
+    /// what a short read brought, doubled after a full one, up to `max_read`. A read then
+    /// fills at least half of its buffer, which can travel on as it is.
+    read_hint: AtomicUsize,
     /// The stream; `None` before connect and after close.
     io: Mutex<Option<Arc<dyn StreamIo>>>,
     /// Link to the consumer of what we read.
@@ -287,6 +315,7 @@ impl StreamAgent {
             reactor: reactor.clone(),
             me: me.clone(),
             config,
+            read_hint: AtomicUsize::new(INITIAL_READ.min(config.max_read)),
             io: Mutex::new(None),
             producer_slot: LinkSlot::new(),
             consumer_slot: LinkSlot::new(),
@@ -561,7 +590,14 @@ impl AgentInner {
 
     /// Makes the registered interest match what the agent wants now.
     fn update_interest(&self) {
-        let read_credit = self.producer_slot.link().is_some_and(|l| l.remaining() > 0);
+        self.update_interest_with(self.producer_slot.link().as_deref());
+    }
+
+    /// [`update_interest`](Self::update_interest) with the downstream link at hand, which
+    /// must be the current one (the data path has it already: loading it costs more than the
+    /// rest of this check).
+    fn update_interest_with(&self, downstream: Option<&Link>) {
+        let read_credit = downstream.is_some_and(|l| l.remaining() > 0);
         let mut state = self.state.lock();
         let want = match state.phase {
             Phase::Connecting => Interest::WRITE,
@@ -601,29 +637,25 @@ impl AgentInner {
             return;
         };
         let mut total = 0;
+        let mut announced = false;
         while total < READ_BUDGET {
             let remaining = link.remaining();
             if remaining == 0 {
                 break;
             }
-            let want = usize::try_from(remaining)
+            let credit = usize::try_from(remaining)
                 .unwrap_or(usize::MAX)
                 .min(self.config.max_read);
-            // Read into the reactor thread's scratch buffer and copy out exactly what came:
-            // an idle connection then holds no read buffer at all.
-            let result = SCRATCH.with_borrow_mut(|scratch| {
-                if scratch.len() < want {
-                    scratch.resize(want, 0);
-                }
-                io.read(&mut scratch[..want])
-                    .map(|n| Bytes::copy_from_slice(&scratch[..n]))
-            });
+            let want = credit.min(self.read_hint.load(Ordering::Relaxed));
+            let mut buf = read_buffer(want);
+            let result = io.read(&mut buf);
             let chunk = match result {
-                Ok(chunk) if chunk.is_empty() => {
+                Ok(0) => {
+                    SPARE.set(buf);
                     self.close_input(Ending::Completed);
                     return;
                 }
-                Ok(chunk) => chunk,
+                Ok(_) => into_chunk(buf),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => {
@@ -632,9 +664,14 @@ impl AgentInner {
                     return;
                 }
             };
+            debug_assert!(chunk.len() <= want, "a read went past its spare capacity");
             total += chunk.len();
             let drained = chunk.len() < want;
-            self.send_announce();
+            self.learn_read_size(chunk.len(), want, credit);
+            if !announced {
+                self.send_announce();
+                announced = true;
+            }
             if link.deliver(chunk).is_err() || drained {
                 // A short read emptied the kernel buffer: skip the read that would only say
                 // `WouldBlock`. Readiness is level-triggered, so anything that arrives now is
@@ -642,7 +679,27 @@ impl AgentInner {
                 break;
             }
         }
-        self.update_interest();
+        if link.is_open() {
+            self.update_interest_with(Some(&link));
+        } else {
+            // Delivering ended or replaced the link: ask the slot.
+            self.update_interest();
+        }
+    }
+
+    /// Adjusts the capacity of the next read after one of `capacity` bytes (`credit` allowed)
+    /// brought `read`.
+    fn learn_read_size(&self, read: usize, capacity: usize, credit: usize) {
+        let next = if read < capacity {
+            (read * 2).next_power_of_two()
+        } else if capacity < credit {
+            capacity * 2
+        } else {
+            // Held back by the credit, not by the guess: nothing learnt.
+            return;
+        };
+        let next = next.clamp(MIN_READ.min(self.config.max_read), self.config.max_read);
+        self.read_hint.store(next, Ordering::Relaxed);
     }
 
     /// Writes what the buffer holds until it is empty or the stream would block. With
@@ -656,19 +713,16 @@ impl AgentInner {
                 if state.buffered == 0 || state.phase != Phase::Connected {
                     break;
                 }
-                // On the stack: a write per message must not cost an allocation.
-                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                let mut count = 0;
-                for (slot, chunk) in slices.iter_mut().zip(&state.wbuf) {
-                    *slot = IoSlice::new(chunk);
-                    count += 1;
-                }
-                io.write_vectored(&slices[..count])
+                write_buffered(&*io, &state.wbuf)
             };
             match result {
                 Ok(n) => {
-                    self.state.lock().advance(n);
                     freed = true;
+                    let mut state = self.state.lock();
+                    state.advance(n);
+                    if state.buffered == 0 {
+                        break;
+                    }
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
@@ -679,13 +733,18 @@ impl AgentInner {
                 }
             }
         }
-        let end = {
+        let (end, stale_interest) = {
             let mut state = self.state.lock();
-            if state.buffered == 0 {
+            let end = if state.buffered == 0 {
                 state.end_after_drain.take()
             } else {
                 None
-            }
+            };
+            // Writing changes only the write half of the interest (new credit reaches the
+            // read half through `on_credit`): most writes leave it as it was.
+            let write = state.output_closed.is_none() && state.buffered > 0;
+            let stale = state.phase != Phase::Connected || write != state.interest.write;
+            (end, stale)
         };
         if let Some(ending) = end {
             self.close_output(ending);
@@ -696,7 +755,9 @@ impl AgentInner {
                 link.grant(self.write_credit(&link));
             }
         }
-        self.update_interest();
+        if stale_interest {
+            self.update_interest();
+        }
     }
 
     /// Credit for the upstream producer: the free space of the write buffer.
@@ -915,6 +976,57 @@ impl AgentInner {
     }
 }
 
+/// One vectored write of the front of `wbuf`.
+fn write_buffered(io: &dyn StreamIo, wbuf: &VecDeque<Bytes>) -> io::Result<usize> {
+    if let (1, Some(only)) = (wbuf.len(), wbuf.front()) {
+        // The usual case, one message: no array of empty slices to fill first.
+        return io.write_vectored(&[IoSlice::new(only)]);
+    }
+    // On the stack: a write per message must not cost an allocation.
+    let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+    let mut count = 0;
+    for (slot, chunk) in slices.iter_mut().zip(wbuf) {
+        *slot = IoSlice::new(chunk);
+        count += 1;
+    }
+    io.write_vectored(&slices[..count])
+}
+
+/// An empty buffer with a spare capacity of exactly `want` bytes (so that a read cannot pass
+/// the credit): the thread's spare buffer when it fits, else a new one.
+fn read_buffer(want: usize) -> Vec<u8> {
+    let mut buf = SPARE.take();
+    buf.clear();
+    if buf.capacity() > want {
+        // In place: the allocator keeps the block and takes back its tail.
+        buf.shrink_to(want);
+    }
+    if buf.capacity() != want {
+        // `with_capacity` is documented to give exactly the capacity asked for.
+        buf = Vec::with_capacity(want);
+    }
+    buf
+}
+
+/// The bytes of one read as a chunk to deliver. A short read is copied and its buffer kept for
+/// the next read; a long one goes on in its own buffer without a copy, trimmed when it filled
+/// less than half of it.
+fn into_chunk(mut buf: Vec<u8>) -> Bytes {
+    if buf.len() <= COPY_MAX {
+        let chunk = Bytes::copy_from_slice(&buf);
+        buf.clear();
+        SPARE.set(buf);
+        chunk
+    } else {
+        if buf.len() < buf.capacity() / 2 {
+            // Trimming shrinks the block in place: a buffered chunk holds at most twice its
+            // length. (The read size guess makes this rare.)
+            buf.shrink_to_fit();
+        }
+        Bytes::from(buf)
+    }
+}
+
 impl AgentState {
     /// Drops `n` written bytes from the front of the write buffer.
     fn advance(&mut self, mut n: usize) {
@@ -1061,5 +1173,76 @@ impl ByteConsumer for AgentConsumer {
     fn on_abort(&self) {
         // The producer of what we write gave up: finish with what was written.
         self.0.close_output(Ending::Completed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The spare capacity is exactly the credit, whatever the spare buffer held before.
+    #[test]
+    fn read_buffers_have_exactly_the_capacity_asked_for() {
+        for want in [100, 65_536, 10, 65_536, 65_536, 1, 4096, 70_000] {
+            let buf = read_buffer(want);
+            assert!(buf.is_empty());
+            assert_eq!(buf.capacity(), want);
+            SPARE.set(buf);
+        }
+    }
+
+    /// A long read goes on in its own buffer, not copied (trimmed when it used less than
+    /// half); a short one is copied and its buffer stays for the next read.
+    #[test]
+    fn long_reads_move_short_reads_copy() {
+        let mut buf = read_buffer(8192);
+        buf.extend_from_slice(&[7; 5000]);
+        let address = buf.as_ptr();
+        let chunk = into_chunk(buf);
+        assert_eq!(chunk.as_ptr(), address, "a long read was copied");
+        assert_eq!(&chunk[..], &[7; 5000][..]);
+
+        let mut buf = read_buffer(8192);
+        buf.extend_from_slice(b"Ni!");
+        let address = buf.as_ptr();
+        let chunk = into_chunk(buf);
+        assert_eq!(&chunk[..], b"Ni!");
+        let spare = read_buffer(8192);
+        assert_eq!(
+            spare.as_ptr(),
+            address,
+            "the short read's buffer was not kept"
+        );
+
+        let mut buf = read_buffer(65_536);
+        buf.extend_from_slice(&[9; 2000]);
+        let chunk = into_chunk(buf);
+        assert_eq!(&chunk[..], &[9; 2000][..]);
+    }
+
+    /// The guess of the next read's length follows short reads down and full reads up, within
+    /// `MIN_READ..=max_read`, and ignores reads that the credit cut short.
+    #[test]
+    fn the_read_size_guess_follows_the_reads() {
+        let reactor = Reactor::new().unwrap();
+        let agent = StreamAgent::unconnected(&reactor, AgentConfig::default());
+        let inner = &agent.inner;
+        let hint = || inner.read_hint.load(Ordering::Relaxed);
+        assert_eq!(hint(), INITIAL_READ);
+        inner.learn_read_size(4096, 65_536, 65_536);
+        assert_eq!(hint(), 8192);
+        inner.learn_read_size(64, 8192, 65_536);
+        assert_eq!(hint(), MIN_READ);
+        inner.learn_read_size(100, 100, 100);
+        assert_eq!(
+            hint(),
+            MIN_READ,
+            "a read the credit cut short taught something"
+        );
+        for _ in 0..10 {
+            let capacity = hint();
+            inner.learn_read_size(capacity, capacity, 1 << 20);
+        }
+        assert_eq!(hint(), AgentConfig::default().max_read);
     }
 }

@@ -444,8 +444,9 @@ struct PipeIo {
 }
 
 impl StreamIo for PipeIo {
-    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        Ok(rustix::io::read(&self.input, buf)?)
+    fn read(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        let spare = rustix::buffer::spare_capacity(buf);
+        Ok(rustix::io::read(&self.input, spare)?)
     }
 
     fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
