@@ -420,18 +420,11 @@ impl Link {
     /// delivered), [`DeliverError::NotOpen`] if the link is not open.
     pub fn deliver(self: &Arc<Self>, data: Bytes) -> Result<(), DeliverError> {
         let len = data.len() as u64;
-        if self.phase() != Phase::Open {
-            return Err(DeliverError::NotOpen);
-        }
-        let position = self.position();
-        let remaining = self.credit().remaining(position);
-        if len > remaining {
-            return Err(DeliverError::NoCredit { remaining });
-        }
+        let position = self.admit(len)?;
         if len == 0 {
             return Ok(());
         }
-        // Only this method, on the reactor thread, writes the position.
+        // Only the deliver methods, on the reactor thread, write the position.
         self.position.store(position + len, Ordering::Release);
         let credit = self.consumer.consume(self, data);
         self.raise(credit);
@@ -453,14 +446,7 @@ impl Link {
     /// As [`deliver`](Self::deliver), for the run's total length; `chunks` is left untouched.
     pub fn deliver_chunks(self: &Arc<Self>, chunks: &mut Chunks) -> Result<(), DeliverError> {
         let len = chunks.byte_len();
-        if self.phase() != Phase::Open {
-            return Err(DeliverError::NotOpen);
-        }
-        let position = self.position();
-        let remaining = self.credit().remaining(position);
-        if len > remaining {
-            return Err(DeliverError::NoCredit { remaining });
-        }
+        let position = self.admit(len)?;
         if len == 0 {
             return Ok(());
         }
@@ -599,6 +585,19 @@ impl Link {
         if self.is_open() {
             self.producer.on_credit(self);
         }
+    }
+
+    /// Checks that `len` more bytes may be delivered now; returns the position before them.
+    fn admit(&self, len: u64) -> Result<u64, DeliverError> {
+        if self.phase() != Phase::Open {
+            return Err(DeliverError::NotOpen);
+        }
+        let position = self.position();
+        let remaining = self.credit().remaining(position);
+        if len > remaining {
+            return Err(DeliverError::NoCredit { remaining });
+        }
+        Ok(position)
     }
 
     /// Moves the link to closed; returns whether this call did it.

@@ -63,27 +63,34 @@ impl ByteConsumer for Recorder {
     fn on_end(&self, _link: &Arc<Link>, _ending: Ending) {}
 }
 
-#[test]
-fn buffered_writes_reach_a_filter_and_its_consumer_as_one_run_with_boundaries_kept() {
-    let rt = Running::new();
+/// A writer holding [`ten_chunks`], a copying-free filter attached to `tail`, and the writer
+/// attached to the filter last, from the reactor thread, so that the ten chunks go out as the
+/// writer's first run. Returns the writer and the filter's sides (to attach a next tail).
+fn ten_chunks_through_a_filter(
+    rt: &Running,
+    tail: weir_io::ConsumerRef,
+) -> (Arc<ByteWriter>, weir_io::ByteIoPair) {
     let writer = ByteWriter::new(&rt.reactor, 1 << 20);
     for chunk in ten_chunks() {
         writer.write(chunk).unwrap();
     }
-    let filter = ByteFilter::new(&rt.reactor, 1 << 20, |b: Bytes| b);
-    let pair = filter.io_pair();
+    let pair = ByteFilter::new(&rt.reactor, 1 << 20, |b: Bytes| b).io_pair();
+    attach(&pair.producer, &tail).unwrap();
+    let (producer, head) = (writer.producer(), pair.consumer.clone());
+    rt.on_reactor(move || attach(&producer, &head).unwrap());
+    (writer, pair)
+}
+
+#[test]
+fn buffered_writes_reach_a_filter_and_its_consumer_as_one_run_with_boundaries_kept() {
+    let rt = Running::new();
     let recorder = Arc::new(Recorder {
         reactor: rt.reactor.clone(),
         slot: LinkSlot::new(),
         calls: Mutex::new(Vec::new()),
         chunks: Mutex::new(Vec::new()),
     });
-    let consumer: weir_io::ConsumerRef = recorder.clone();
-    attach(&pair.producer, &consumer).unwrap();
-    // Attach the head last, from the reactor thread, so that all ten writes are buffered and
-    // go out in the writer's first delivery.
-    let producer = writer.producer();
-    rt.on_reactor(move || attach(&producer, &pair.consumer).unwrap());
+    let _chain = ten_chunks_through_a_filter(&rt, recorder.clone());
     wait_until("every chunk", || recorder.chunks.lock().len() == 10);
     rt.settle();
     assert_eq!(*recorder.calls.lock(), vec![10], "one call for the run");
@@ -93,12 +100,6 @@ fn buffered_writes_reach_a_filter_and_its_consumer_as_one_run_with_boundaries_ke
 #[test]
 fn a_run_cut_by_a_detach_inside_consume_goes_on_through_the_next_link() {
     let rt = Running::new();
-    let writer = ByteWriter::new(&rt.reactor, 1 << 20);
-    for chunk in ten_chunks() {
-        writer.write(chunk).unwrap();
-    }
-    let filter = ByteFilter::new(&rt.reactor, 1 << 20, |b: Bytes| b);
-    let pair = filter.io_pair();
     // The first consumer takes three chunks of the run and detaches inside the third.
     let first = Probe::new(&rt.reactor, None);
     let taken = Arc::new(AtomicUsize::new(0));
@@ -108,10 +109,7 @@ fn a_run_cut_by_a_detach_inside_consume_goes_on_through_the_next_link() {
             link.detach();
         }
     }));
-    attach(&pair.producer, &first.consumer()).unwrap();
-    let producer = writer.producer();
-    let head = pair.consumer.clone();
-    rt.on_reactor(move || attach(&producer, &head).unwrap());
+    let (writer, pair) = ten_chunks_through_a_filter(&rt, first.consumer());
     wait_until("the detach", || first.detached.load(Ordering::SeqCst) == 1);
     rt.settle();
     assert_eq!(taken.load(Ordering::SeqCst), 3, "nothing after the detach");
@@ -147,22 +145,13 @@ impl SinkHooks for DetachSecond {
 #[test]
 fn a_sink_that_detaches_inside_a_run_counts_only_what_its_hooks_took() {
     let rt = Running::new();
-    let writer = ByteWriter::new(&rt.reactor, 1 << 20);
-    for chunk in ten_chunks() {
-        writer.write(chunk).unwrap();
-    }
-    let filter = ByteFilter::new(&rt.reactor, 1 << 20, |b: Bytes| b);
-    let pair = filter.io_pair();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = ByteSink::new(
         &rt.reactor,
         Window::Unlimited,
         DetachSecond { seen: seen.clone() },
     );
-    attach(&pair.producer, &sink.consumer()).unwrap();
-    let producer = writer.producer();
-    let head = pair.consumer.clone();
-    rt.on_reactor(move || attach(&producer, &head).unwrap());
+    let (writer, pair) = ten_chunks_through_a_filter(&rt, sink.consumer());
     wait_until("the detach", || {
         sink.consumer_slot().link().is_none() && seen.lock().len() == 2
     });
