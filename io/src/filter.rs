@@ -1,6 +1,7 @@
 //! [`ByteFilter`]: a middle element that transforms bytes, with credit passed through.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -54,7 +55,13 @@ struct FilterInner<F> {
     downstream: LinkSlot,
     /// Most bytes of output held.
     capacity: u64,
-    /// Buffer, flags and the transformation.
+    /// A flush or a direct delivery is running: output that arrives meanwhile (from inside
+    /// that delivery) queues behind it. Reactor thread only, like `backlog`: both are plain
+    /// flags outside the lock, so a chunk that goes straight through takes the lock once.
+    flushing: AtomicBool,
+    /// `state` holds pending output or an ending: a copy kept up to date under the lock.
+    backlog: AtomicBool,
+    /// Buffer, ending and the transformation.
     state: Mutex<FilterState<F>>,
 }
 
@@ -68,8 +75,6 @@ struct FilterState<F> {
     scratch: Chunks,
     /// The upstream ending, passed on once `pending` drains.
     ending: Option<Ending>,
-    /// A flush is running (a re-entrant flush only adds to its work).
-    flushing: bool,
 }
 
 /// Transformed output for [`FilterInner::accept`].
@@ -94,12 +99,13 @@ impl<F: FnMut(Bytes) -> Bytes + Send + 'static> ByteFilter<F> {
                 upstream: LinkSlot::new(),
                 downstream: LinkSlot::new(),
                 capacity: capacity as u64,
+                flushing: AtomicBool::new(false),
+                backlog: AtomicBool::new(false),
                 state: Mutex::new(FilterState {
                     transform,
                     pending: Chunks::new(),
                     scratch: Chunks::new(),
                     ending: None,
-                    flushing: false,
                 }),
             }),
         }
@@ -153,7 +159,8 @@ impl<F> FilterInner<F> {
                 }
             }
         }
-        let (due, buffered) = {
+        let left = held.is_some() || run.as_deref().is_some_and(|run| !run.is_empty());
+        if left {
             let mut state = self.state.lock();
             if let Some(chunk) = held {
                 state.pending.push(chunk);
@@ -161,38 +168,30 @@ impl<F> FilterInner<F> {
             if let Some(run) = run {
                 state.pending.append(run);
             }
-            if direct {
-                state.flushing = false;
-            }
-            (
-                !state.pending.is_empty() || state.ending.is_some(),
-                state.pending.byte_len(),
-            )
-        };
-        let buffered = if due {
-            self.flush();
-            self.state.lock().pending.byte_len()
-        } else {
-            buffered
-        };
+            self.note_backlog(&state);
+        }
+        if direct {
+            self.flushing.store(false, Ordering::Relaxed);
+        }
+        if !self.backlog.load(Ordering::Relaxed) {
+            return upstream.window(self.capacity);
+        }
+        self.flush();
+        let buffered = self.state.lock().pending.byte_len();
         upstream.window(self.capacity.saturating_sub(buffered))
     }
 
     /// Sends pending output as downstream credit allows, then the ending if due.
     fn flush(&self) {
-        let link = {
-            let mut state = self.state.lock();
-            if state.flushing || (state.pending.is_empty() && state.ending.is_none()) {
-                return;
-            }
-            state.flushing = true;
-            self.downstream.link()
-        };
+        if self.flushing.load(Ordering::Relaxed) || !self.backlog.load(Ordering::Relaxed) {
+            return;
+        }
+        self.flushing.store(true, Ordering::Relaxed);
+        let link = self.downstream.link();
         loop {
             let remaining = link.as_ref().map_or(0, |l| l.remaining());
             let mut state = self.state.lock();
             if state.pending.is_empty() || remaining == 0 {
-                state.flushing = false;
                 // Keep the ending until a downstream link exists to carry it: a filter that
                 // is ended upstream before anything is attached downstream still passes the
                 // end on once something attaches.
@@ -201,7 +200,9 @@ impl<F> FilterInner<F> {
                 } else {
                     None
                 };
+                self.note_backlog(&state);
                 drop(state);
+                self.flushing.store(false, Ordering::Relaxed);
                 if let (Some(ending), Some(link)) = (ending, &link) {
                     link.end(ending);
                 }
@@ -215,6 +216,7 @@ impl<F> FilterInner<F> {
             } else {
                 state.pending.split_to(remaining)
             };
+            self.note_backlog(&state);
             drop(state);
             if let Some(link) = &link {
                 if link.deliver_chunks(&mut run).is_err() || !run.is_empty() {
@@ -222,7 +224,9 @@ impl<F> FilterInner<F> {
                     let mut state = self.state.lock();
                     run.append(&mut state.pending);
                     std::mem::swap(&mut run, &mut state.pending);
-                    state.flushing = false;
+                    self.note_backlog(&state);
+                    drop(state);
+                    self.flushing.store(false, Ordering::Relaxed);
                     break;
                 }
             }
@@ -230,9 +234,29 @@ impl<F> FilterInner<F> {
         }
     }
 
+    /// Brings `backlog` up to date with `state` (the lock held).
+    fn note_backlog(&self, state: &FilterState<F>) {
+        let backlog = !state.pending.is_empty() || state.ending.is_some();
+        self.backlog.store(backlog, Ordering::Relaxed);
+    }
+
+    /// Whether new output may go straight downstream: nothing waits and nobody delivers.
+    /// If so, marks a delivery as running, for [`accept`](Self::accept) to clear.
+    fn take_direct(&self, state: &FilterState<F>) -> bool {
+        let direct = state.pending.is_empty() && !self.flushing.load(Ordering::Relaxed);
+        if direct {
+            self.flushing.store(true, Ordering::Relaxed);
+        }
+        direct
+    }
+
     /// Aborts both links and drops the buffer.
     fn abort_all(&self) {
-        self.state.lock().pending.clear();
+        {
+            let mut state = self.state.lock();
+            state.pending.clear();
+            self.note_backlog(&state);
+        }
         self.upstream.mark_ended();
         self.downstream.mark_ended();
         for link in [self.upstream.link(), self.downstream.link()]
@@ -260,7 +284,7 @@ impl<F: FnMut(Bytes) -> Bytes + Send + 'static> ByteConsumer for FilterConsumer<
     fn consume(&self, link: &Arc<Link>, data: Bytes) -> Credit {
         let (output, direct) = {
             let mut state = self.0.state.lock();
-            ((state.transform)(data), state.take_direct())
+            ((state.transform)(data), self.0.take_direct(&state))
         };
         self.0.accept(link, Output::Chunk(output), direct)
     }
@@ -273,14 +297,18 @@ impl<F: FnMut(Bytes) -> Bytes + Send + 'static> ByteConsumer for FilterConsumer<
         let direct = {
             let mut state = self.0.state.lock();
             chunks.map_in_place(&mut state.transform);
-            state.take_direct()
+            self.0.take_direct(&state)
         };
         // The run goes on in the caller's queue, which keeps its allocation.
         self.0.accept(link, Output::Run(chunks), direct)
     }
 
     fn on_end(&self, _link: &Arc<Link>, ending: Ending) {
-        self.0.state.lock().ending = Some(ending);
+        {
+            let mut state = self.0.state.lock();
+            state.ending = Some(ending);
+            self.0.note_backlog(&state);
+        }
         self.0.flush();
     }
 
@@ -323,16 +351,6 @@ impl<F: FnMut(Bytes) -> Bytes + Send + 'static> ByteProducer for FilterProducer<
             Some(link) => link.control_upstream(message),
             None => ControlReply::Unsupported,
         }
-    }
-}
-
-impl<F> FilterState<F> {
-    /// Whether new output may go straight downstream: nothing waits and nobody delivers.
-    /// If so, marks a flush as running, for the caller to clear.
-    fn take_direct(&mut self) -> bool {
-        let direct = self.pending.is_empty() && !self.flushing;
-        self.flushing |= direct;
-        direct
     }
 }
 

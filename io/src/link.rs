@@ -302,6 +302,7 @@ pub fn attach(producer: &ProducerRef, consumer: &ConsumerRef) -> Result<(), Atta
         phase: AtomicU8::new(Phase::Attaching as u8),
         position: AtomicU64::new(0),
         credit: AtomicU64::new(0),
+        granted: AtomicU64::new(0),
         credit_call_pending: AtomicBool::new(false),
         early_end: Mutex::new(None),
     });
@@ -345,8 +346,12 @@ pub struct Link {
     phase: AtomicU8,
     /// Bytes delivered since attach; written only by [`Link::deliver`] on the reactor thread.
     position: AtomicU64,
-    /// The consumer's cumulative credit (the value of a [`Credit`]); only ever raised.
+    /// The consumer's cumulative credit (the value of a [`Credit`]) as raised on the reactor
+    /// thread, its one writer: raising it is a load and a store, not a locked
+    /// read-modify-write. The credit in force is the larger of this and `granted`.
     credit: AtomicU64,
+    /// The largest credit granted from other threads.
+    granted: AtomicU64,
     /// An `on_credit` call is queued already.
     credit_call_pending: AtomicBool,
     /// An end asked for while attaching, carried out once the link opens.
@@ -391,7 +396,9 @@ impl Link {
 
     /// The credit granted so far.
     pub fn credit(&self) -> Credit {
-        Credit::upto(self.credit.load(Ordering::Acquire))
+        // SeqCst for `granted`: see `notify_credit`.
+        let here = self.credit.load(Ordering::Acquire);
+        Credit::upto(here.max(self.granted.load(Ordering::SeqCst)))
     }
 
     /// Bytes the credit still allows (`u64::MAX` when unlimited); 0 unless the link is open.
@@ -497,11 +504,20 @@ impl Link {
     #[doc(alias = "can_produce")]
     #[doc(alias = "set_receive_limit")]
     pub fn grant(self: &Arc<Self>, credit: Credit) {
-        if !self.raise(credit) || self.phase() != Phase::Open {
-            // Credit raised while attaching is announced when the link opens.
-            return;
+        if self.reactor.is_reactor_thread() {
+            if !self.raise(credit) || self.phase() != Phase::Open {
+                // Credit raised while attaching is announced when the link opens.
+                return;
+            }
+        } else {
+            let before = self.credit();
+            self.granted
+                .fetch_max(credit.limit().unwrap_or(u64::MAX), Ordering::SeqCst);
+            if credit <= before || self.phase() != Phase::Open {
+                return;
+            }
         }
-        if self.credit_call_pending.swap(true, Ordering::AcqRel) {
+        if self.credit_call_pending.swap(true, Ordering::SeqCst) {
             return;
         }
         let link = self.clone();
@@ -576,7 +592,9 @@ impl Link {
 
     /// The queued part of [`grant`](Self::grant).
     fn notify_credit(self: &Arc<Self>) {
-        self.credit_call_pending.store(false, Ordering::Release);
+        // Cleared before the producer reads the credit, both SeqCst: a grant from another
+        // thread that still saw the flag set made its `fetch_max` before that read.
+        self.credit_call_pending.store(false, Ordering::SeqCst);
         self.notify_credit_now();
     }
 
@@ -614,10 +632,15 @@ impl Link {
         }
     }
 
-    /// Raises the credit to `credit` if that is more; returns whether it grew.
+    /// Raises the credit to `credit` if that is more; returns whether the credit in force
+    /// grew. Reactor thread only: it is the one writer of `credit`.
     fn raise(&self, credit: Credit) -> bool {
         let value = credit.limit().unwrap_or(u64::MAX);
-        self.credit.fetch_max(value, Ordering::AcqRel) < value
+        if value <= self.credit.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.credit.store(value, Ordering::Release);
+        value > self.granted.load(Ordering::SeqCst)
     }
 
     /// Clears both slots together, locked in the order [`attach`] uses (producer first), so

@@ -1,7 +1,7 @@
 //! [`ByteSink`] and [`ByteSource`]: a consumer and a producer made of a few hooks.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
@@ -76,9 +76,16 @@ pub struct ByteSink<H> {
     me: Weak<ByteSink<H>>,
     /// Where the link to the producer is kept.
     slot: LinkSlot,
-    /// Credit policy and flags.
+    /// The end flag and the limit.
     state: Mutex<SinkState>,
-    /// Bytes received over all links.
+    /// The window ahead of the position, `u64::MAX` for [`Window::Unlimited`]. This and
+    /// `paused` are read at every grant, without the lock.
+    window: AtomicU64,
+    /// Granting is paused.
+    paused: AtomicBool,
+    /// A limit is set (`state.limit`): only then does a grant take the lock.
+    limited: AtomicBool,
+    /// Bytes received over all links; written only on the reactor thread (see `count`).
     received: AtomicU64,
     /// The user's hooks.
     hooks: Mutex<H>,
@@ -95,10 +102,6 @@ pub enum Window {
 
 /// Mutable part of a [`ByteSink`].
 struct SinkState {
-    /// Credit ahead of the position.
-    window: Window,
-    /// Granting is paused.
-    paused: bool,
     /// `on_end` was queued already.
     ended: bool,
     /// Caps the window, e.g. by the free space of a writer the hooks feed.
@@ -113,11 +116,12 @@ impl<H: SinkHooks> ByteSink<H> {
             me: me.clone(),
             slot: LinkSlot::new(),
             state: Mutex::new(SinkState {
-                window,
-                paused: false,
                 ended: false,
                 limit: None,
             }),
+            window: AtomicU64::new(window_value(window)),
+            paused: AtomicBool::new(false),
+            limited: AtomicBool::new(false),
             received: AtomicU64::new(0),
             hooks: Mutex::new(hooks),
         })
@@ -130,18 +134,18 @@ impl<H: SinkHooks> ByteSink<H> {
 
     /// Stops granting credit; the producer stops when what it has is used up.
     pub fn pause(&self) {
-        self.state.lock().paused = true;
+        self.paused.store(true, Ordering::SeqCst);
     }
 
     /// Grants credit again after [`pause`](Self::pause).
     pub fn resume(&self) {
-        self.state.lock().paused = false;
+        self.paused.store(false, Ordering::SeqCst);
         self.regrant();
     }
 
     /// Changes the window; a larger one is granted at once.
     pub fn set_window(&self, window: Window) {
-        self.state.lock().window = window;
+        self.window.store(window_value(window), Ordering::SeqCst);
         self.regrant();
     }
 
@@ -149,6 +153,7 @@ impl<H: SinkHooks> ByteSink<H> {
     /// writer the hooks write into. Call [`regrant`](Self::regrant) when it grows.
     pub fn set_limit(&self, limit: impl Fn() -> u64 + Send + Sync + 'static) {
         self.state.lock().limit = Some(Arc::new(limit));
+        self.limited.store(true, Ordering::SeqCst);
     }
 
     /// Grants credit again by the current window and limit (any thread).
@@ -184,17 +189,28 @@ impl<H: SinkHooks> ByteSink<H> {
 
     /// The credit the sink grants now on `link`.
     fn credit_for(&self, link: &Link) -> Credit {
-        let state = self.state.lock();
-        if state.paused {
+        if self.paused.load(Ordering::SeqCst) {
             return link.credit();
         }
-        let limit = state.limit.as_ref().map(|limit| limit());
-        match (state.window, limit) {
-            (Window::Bytes(n), Some(limit)) => link.window(n.min(limit)),
-            (Window::Bytes(n), None) => link.window(n),
-            (Window::Unlimited, Some(limit)) => link.window(limit),
-            (Window::Unlimited, None) => Credit::UNLIMITED,
+        let window = self.window.load(Ordering::SeqCst);
+        let limit = if self.limited.load(Ordering::SeqCst) {
+            let limit = self.state.lock().limit.clone();
+            limit.map(|limit| limit())
+        } else {
+            None
+        };
+        match (window, limit) {
+            (u64::MAX, None) => Credit::UNLIMITED,
+            (window, Some(limit)) => link.window(window.min(limit)),
+            (window, None) => link.window(window),
         }
+    }
+
+    /// Adds `len` to the bytes received (reactor thread, the one writer: a load and a store
+    /// rather than a locked add).
+    fn count(&self, len: u64) {
+        let received = self.received.load(Ordering::Relaxed);
+        self.received.store(received + len, Ordering::Relaxed);
     }
 
     /// Queues the `on_end` hook, once.
@@ -223,8 +239,7 @@ impl<H: SinkHooks> ByteConsumer for ByteSink<H> {
     }
 
     fn consume(&self, link: &Arc<Link>, data: Bytes) -> Credit {
-        self.received
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.count(data.len() as u64);
         self.hooks.lock().on_data(link, data);
         self.credit_for(link)
     }
@@ -234,8 +249,7 @@ impl<H: SinkHooks> ByteConsumer for ByteSink<H> {
     }
 
     fn consume_chunks(&self, link: &Arc<Link>, chunks: &mut Chunks) -> Credit {
-        self.received
-            .fetch_add(chunks.byte_len(), Ordering::Relaxed);
+        let run = chunks.byte_len();
         {
             let mut hooks = self.hooks.lock();
             while link.is_open() {
@@ -244,8 +258,7 @@ impl<H: SinkHooks> ByteConsumer for ByteSink<H> {
             }
         }
         // What a hook's abort or detach left here was never handed to the hooks.
-        self.received
-            .fetch_sub(chunks.byte_len(), Ordering::Relaxed);
+        self.count(run - chunks.byte_len());
         self.credit_for(link)
     }
 
@@ -270,11 +283,19 @@ impl<H> fmt::Debug for ByteSink<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = self.state.lock();
         f.debug_struct("ByteSink")
-            .field("window", &state.window)
-            .field("paused", &state.paused)
+            .field("window", &self.window.load(Ordering::Relaxed))
+            .field("paused", &self.paused.load(Ordering::Relaxed))
             .field("received", &self.received.load(Ordering::Relaxed))
             .field("ended", &state.ended)
             .finish()
+    }
+}
+
+/// A window as stored in [`ByteSink::window`]: `u64::MAX` for no limit.
+fn window_value(window: Window) -> u64 {
+    match window {
+        Window::Bytes(n) => n,
+        Window::Unlimited => u64::MAX,
     }
 }
 
