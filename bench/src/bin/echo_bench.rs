@@ -298,37 +298,8 @@ fn send(conn: &mut Conn, message: &[u8], poller: &Poller) -> io::Result<()> {
 
 /// Bulk echo over one connection: bytes per second each way.
 fn bulk(server: &Server, total: usize) -> io::Result<f64> {
-    let stream = TcpStream::connect(server.address)?;
-    stream.set_nodelay(true)?;
-    let mut writer = stream.try_clone()?;
-    let mut reader = stream;
     let begun = Instant::now();
-    let sender = std::thread::spawn(move || -> io::Result<()> {
-        let chunk = vec![0xa5_u8; 64 * 1024];
-        let mut sent = 0;
-        while sent < total {
-            let n = chunk.len().min(total - sent);
-            writer.write_all(&chunk[..n])?;
-            sent += n;
-        }
-        writer.shutdown(std::net::Shutdown::Write)
-    });
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut got = 0;
-    while got < total {
-        match reader.read(&mut buf)? {
-            0 => break,
-            n => got += n,
-        }
-    }
-    sender
-        .join()
-        .map_err(|_| io::Error::other("writer panicked"))??;
-    if got != total {
-        return Err(io::Error::other(format!(
-            "bulk: {got} of {total} bytes came back"
-        )));
-    }
+    weir_bench::bulk_echo(server.address, total)?;
     Ok(total as f64 / begun.elapsed().as_secs_f64())
 }
 

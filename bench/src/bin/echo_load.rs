@@ -10,7 +10,7 @@
 //! profiler wrapped around the server.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::Instant;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -32,7 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Some("bulk") => {
             let mib = number(2)?;
-            bulk(address, mib << 20)?;
+            weir_bench::bulk_echo(address, mib << 20)?;
             println!("bulk: {mib} MiB each way in {:?}", begun.elapsed());
         }
         _ => return Err(usage.into()),
@@ -73,40 +73,4 @@ fn ping(address: SocketAddr, connections: usize, size: usize, messages: usize) -
         }
     }
     Ok(())
-}
-
-/// `total` bytes through one connection: a writer thread and this thread reading.
-fn bulk(address: SocketAddr, total: usize) -> io::Result<()> {
-    let stream = TcpStream::connect(address)?;
-    stream.set_nodelay(true)?;
-    let mut writer = stream.try_clone()?;
-    let mut reader = stream;
-    let sender = std::thread::spawn(move || -> io::Result<()> {
-        let chunk = vec![0xa5_u8; 64 * 1024];
-        let mut sent = 0;
-        while sent < total {
-            let n = chunk.len().min(total - sent);
-            writer.write_all(&chunk[..n])?;
-            sent += n;
-        }
-        writer.shutdown(Shutdown::Write)
-    });
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut got = 0;
-    while got < total {
-        match reader.read(&mut buf)? {
-            0 => break,
-            n => got += n,
-        }
-    }
-    sender
-        .join()
-        .map_err(|_| io::Error::other("writer panicked"))??;
-    if got == total {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!(
-            "{got} of {total} bytes came back"
-        )))
-    }
 }
