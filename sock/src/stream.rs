@@ -1117,6 +1117,28 @@ impl ByteProducer for AgentProducer {
     }
 }
 
+impl AgentConsumer {
+    /// Appends `data` (`len` bytes) to the write buffer and writes at once if the buffer was
+    /// empty: most writes finish here and never wait for the poller; a run goes out in one
+    /// vectored write. Returns the credit. Nothing is queued once the output has closed.
+    fn queue(&self, link: &Link, len: usize, data: impl IntoIterator<Item = Bytes>) -> Credit {
+        let write_now = {
+            let mut state = self.0.state.lock();
+            if state.output_closed.is_some() || state.phase == Phase::Closed {
+                return link.credit();
+            }
+            let was_empty = state.buffered == 0;
+            state.buffered += len;
+            state.wbuf.extend(data);
+            was_empty && state.phase == Phase::Connected
+        };
+        if write_now {
+            self.0.flush(false);
+        }
+        self.0.write_credit(link)
+    }
+}
+
 impl ByteConsumer for AgentConsumer {
     fn reactor(&self) -> &Reactor {
         &self.0.reactor
@@ -1136,21 +1158,7 @@ impl ByteConsumer for AgentConsumer {
     }
 
     fn consume(&self, link: &Arc<Link>, data: Bytes) -> Credit {
-        let write_now = {
-            let mut state = self.0.state.lock();
-            if state.output_closed.is_some() || state.phase == Phase::Closed {
-                return link.credit();
-            }
-            let was_empty = state.buffered == 0;
-            state.buffered += data.len();
-            state.wbuf.push_back(data);
-            was_empty && state.phase == Phase::Connected
-        };
-        if write_now {
-            // Write at once: most writes finish here and never wait for the poller.
-            self.0.flush(false);
-        }
-        self.0.write_credit(link)
+        self.queue(link, data.len(), [data])
     }
 
     fn takes_runs(&self) -> bool {
@@ -1158,23 +1166,12 @@ impl ByteConsumer for AgentConsumer {
     }
 
     fn consume_chunks(&self, link: &Arc<Link>, chunks: &mut Chunks) -> Credit {
-        // As `consume`, with the whole run queued first: one vectored write for all of it.
-        let write_now = {
-            let mut state = self.0.state.lock();
-            if state.output_closed.is_some() || state.phase == Phase::Closed {
-                chunks.clear();
-                return link.credit();
-            }
-            let was_empty = state.buffered == 0;
-            // At most the write buffer's size, a usize.
-            state.buffered += chunks.byte_len() as usize;
-            state.wbuf.extend(chunks);
-            was_empty && state.phase == Phase::Connected
-        };
-        if write_now {
-            self.0.flush(false);
-        }
-        self.0.write_credit(link)
+        // At most the write buffer's size, a usize.
+        let len = chunks.byte_len() as usize;
+        let credit = self.queue(link, len, &mut *chunks);
+        // Left only when the output was closed: those bytes have nowhere to go.
+        chunks.clear();
+        credit
     }
 
     fn on_end(&self, _link: &Arc<Link>, ending: Ending) {

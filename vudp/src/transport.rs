@@ -928,6 +928,22 @@ impl ByteProducer for TransportProducer {
     }
 }
 
+impl TransportConsumer {
+    /// Hands `data` to the core and pumps once (a run makes fuller GSO batches); returns the
+    /// credit. The credit never exceeds the send capacity, so the core takes all of it
+    /// (unless the connection ended, when the bytes have nowhere to go).
+    fn write(&self, link: &Link, data: impl IntoIterator<Item = Bytes>) -> Credit {
+        {
+            let mut state = self.0.state.lock();
+            for chunk in data {
+                state.core.write_bytes(chunk);
+            }
+        }
+        self.0.pump();
+        self.0.write_credit(link)
+    }
+}
+
 impl ByteConsumer for TransportConsumer {
     fn reactor(&self) -> &Reactor {
         &self.0.reactor
@@ -942,11 +958,7 @@ impl ByteConsumer for TransportConsumer {
     }
 
     fn consume(&self, link: &Arc<Link>, data: Bytes) -> Credit {
-        // The credit never exceeds the send capacity, so the core takes all of it (unless
-        // the connection ended, when the bytes have nowhere to go).
-        self.0.state.lock().core.write_bytes(data);
-        self.0.pump();
-        self.0.write_credit(link)
+        self.write(link, [data])
     }
 
     fn takes_runs(&self) -> bool {
@@ -954,16 +966,7 @@ impl ByteConsumer for TransportConsumer {
     }
 
     fn consume_chunks(&self, link: &Arc<Link>, chunks: &mut Chunks) -> Credit {
-        // As `consume`, with one pump for the whole run: the datagrams it makes go out in
-        // fewer, fuller batches.
-        {
-            let mut state = self.0.state.lock();
-            for chunk in chunks {
-                state.core.write_bytes(chunk);
-            }
-        }
-        self.0.pump();
-        self.0.write_credit(link)
+        self.write(link, chunks)
     }
 
     fn on_end(&self, _link: &Arc<Link>, ending: Ending) {
