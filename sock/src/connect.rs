@@ -288,7 +288,8 @@ impl Driver {
     /// Creates a socket and starts connecting it to `address`.
     fn start(&self, address: &Address) -> io::Result<()> {
         let socket = stream_socket(address)?;
-        self.socket.apply(&socket)?;
+        self.socket
+            .apply_to(&socket, matches!(address, Address::Tcp(_)))?;
         match socket.connect(&address.to_sock_addr()?) {
             Ok(()) => {}
             Err(err) if err.raw_os_error() == Some(libc::EINPROGRESS) => {}

@@ -11,7 +11,7 @@ use socket2::Socket;
 use weir_io::Peer;
 use weir_reactor::{ByteHandle, CloseReason, Direction, Interest, Reactor, ReactorError, Token};
 
-use crate::socket::{stream_socket, Address, SocketOptions};
+use crate::socket::{stream_socket, Address, SocketIo, SocketOptions};
 use crate::stream::{AgentConfig, StreamAgent};
 
 /// Accepts taken per readiness call before the listener lets the reactor serve others.
@@ -97,7 +97,12 @@ impl Accepted {
         reactor: &Reactor,
         config: AgentConfig,
     ) -> Result<StreamAgent, ReactorError> {
-        StreamAgent::from_socket(reactor, self.socket, config)
+        let target = match self.peer {
+            Peer::Tcp(address) => Some(Address::Tcp(address)),
+            Peer::Unix(Some(path)) => Some(Address::Unix(path)),
+            _ => None,
+        };
+        StreamAgent::new(reactor, SocketIo::new(self.socket, target), config)
     }
 }
 
@@ -268,7 +273,8 @@ impl ListenerInner {
                 let Some(socket) = socket.as_ref() else {
                     return;
                 };
-                socket.accept_raw()
+                // Non-blocking and close-on-exec from the start: no `fcntl` calls after.
+                socket.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
             };
             match accepted {
                 Ok((socket, from)) => {
@@ -294,9 +300,8 @@ impl ListenerInner {
 
     /// Makes an accepted socket ready for an agent.
     fn prepare(&self, socket: &Socket) -> io::Result<()> {
-        socket.set_nonblocking(true)?;
-        socket.set_cloexec(true)?;
-        self.options.apply(socket)
+        self.options
+            .apply_to(socket, matches!(self.local, Address::Tcp(_)))
     }
 
     /// Stops accepting for a while after running out of descriptors or memory.

@@ -148,6 +148,11 @@ impl SocketOptions {
     /// The OS refused an option.
     pub fn apply(&self, socket: &Socket) -> io::Result<()> {
         let tcp = matches!(socket.domain()?, d if d == Domain::IPV4 || d == Domain::IPV6);
+        self.apply_to(socket, tcp)
+    }
+
+    /// [`apply`](Self::apply) to a socket known to be TCP or not, without asking the OS.
+    pub(crate) fn apply_to(&self, socket: &Socket, tcp: bool) -> io::Result<()> {
         if tcp {
             socket.set_nodelay(self.nodelay)?;
             if let Some(idle) = self.keepalive {
@@ -175,9 +180,11 @@ pub fn stream_socket(address: &Address) -> io::Result<Socket> {
         Address::Tcp(_) => Some(socket2::Protocol::TCP),
         Address::Unix(_) => None,
     };
-    let socket = Socket::new(address.domain(), Type::STREAM.cloexec(), protocol)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket)
+    Socket::new(
+        address.domain(),
+        Type::STREAM.nonblocking().cloexec(),
+        protocol,
+    )
 }
 
 /// Two connected non-blocking TCP sockets on loopback (Versile `create_native_pair` for TCP).
@@ -224,12 +231,14 @@ pub fn unix_pair() -> io::Result<(Socket, Socket)> {
 pub struct SocketIo {
     /// The socket, non-blocking.
     socket: Socket,
-    /// What the socket connects to, for when the OS cannot say.
+    /// The peer's address when known already (what was connected to, or what `accept`
+    /// returned), so that the OS need not be asked.
     target: Option<Address>,
 }
 
 impl SocketIo {
-    /// Wraps a non-blocking stream socket; `target` names the peer while connecting.
+    /// Wraps a non-blocking stream socket; `target` names the peer when it is known (the
+    /// address it connects to, or the one `accept` returned), else the OS is asked.
     pub fn new(socket: Socket, target: Option<Address>) -> SocketIo {
         SocketIo { socket, target }
     }
@@ -280,19 +289,15 @@ impl StreamIo for SocketIo {
     }
 
     fn peer(&self) -> Peer {
-        if let Some(address) = self
-            .socket
+        if let Some(address) = &self.target {
+            return address.to_peer();
+        }
+        self.socket
             .peer_addr()
             .ok()
             .as_ref()
             .and_then(Address::from_sock_addr)
-        {
-            return address.to_peer();
-        }
-        match &self.target {
-            Some(address) => address.to_peer(),
-            None => Peer::Unix(None),
-        }
+            .map_or(Peer::Unix(None), |address| address.to_peer())
     }
 }
 

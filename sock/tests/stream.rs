@@ -583,3 +583,46 @@ fn reads_into_handed_out_buffers_never_overlap_or_lose_bytes() {
         assert!(joined == data, "the kept chunks differ from what was sent");
     }
 }
+
+/// Whether `socket` is closed in a child after `exec`.
+fn close_on_exec(socket: &Socket) -> bool {
+    rustix::io::fcntl_getfd(socket)
+        .unwrap()
+        .contains(rustix::io::FdFlags::CLOEXEC)
+}
+
+#[test]
+fn sockets_are_made_non_blocking_and_close_on_exec_and_know_their_peer() {
+    let running = Running::new();
+    let (tx, rx) = mpsc::channel();
+    let r = running.reactor.clone();
+    let listener = Listener::bind(
+        &running.reactor,
+        &"127.0.0.1:0".parse().unwrap(),
+        ListenOptions::default(),
+        move |accepted| {
+            let flags = (
+                accepted.socket.nonblocking().unwrap(),
+                close_on_exec(&accepted.socket),
+                accepted.socket.nodelay().unwrap(),
+            );
+            let peer = accepted.peer.clone();
+            let agent = accepted.into_agent(&r, AgentConfig::default()).unwrap();
+            tx.send((flags, peer, agent.peer(), agent)).unwrap();
+        },
+    )
+    .unwrap();
+    let Address::Tcp(server) = listener.local_address().clone() else {
+        unreachable!("a TCP listener")
+    };
+    let client = TcpStream::connect(server).unwrap();
+    let ((nonblocking, cloexec, nodelay), peer, agent_peer, _agent) =
+        rx.recv_timeout(DEADLINE).unwrap();
+    assert!(nonblocking && cloexec && nodelay);
+    let expected = Peer::Tcp(client.local_addr().unwrap());
+    assert_eq!(peer, expected);
+    assert_eq!(agent_peer, Some(expected));
+
+    let fresh = weir_sock::stream_socket(listener.local_address()).unwrap();
+    assert!(fresh.nonblocking().unwrap() && close_on_exec(&fresh));
+}
