@@ -7,15 +7,19 @@
 //! ```
 //!
 //! Each server runs as its own process pinned to CPU 0 (`taskset`, where it works); the load
-//! generator runs in this process, pinned to CPU 1, on one thread with level-triggered
-//! `polling`. Rows:
+//! generator runs in this process, pinned to CPU 1, on one thread with level-triggered epoll
+//! (through rustix: one `epoll_wait` per turn, one read and one write per message, so that it
+//! costs no more per message than the servers do). Rows:
 //!
 //! - ping-pong with 1, 10, 50 and 200 connections at 64 B and 4 KiB: each connection sends
 //!   a message and waits for all of it to come back; messages/s, p50/p99 round-trip latency,
-//!   and the server's CPU time per message (from `/proc/PID/stat`). Each row is five rounds
-//!   per server, alternating which goes first; the table shows medians;
+//!   and the server's CPU time per message (from `/proc/PID/stat`). Each row is nine rounds
+//!   per server (`ECHO_BENCH_ROUNDS`), alternating which goes first; the table shows the
+//!   medians of each figure, and as ratio the median of the rounds' own ratios (each round
+//!   pairs two runs next to each other in time, so a burst of load from another tenant of
+//!   the machine spoils one pair instead of tilting the row);
 //! - bulk echo with one connection (a writer thread and a reader thread, 64 KiB writes),
-//!   median of five alternating rounds;
+//!   medians of the alternating rounds, ratio as above;
 //! - memory per idle connection with 10 000 idle connections (server `VmRSS` growth).
 //!
 //! It prints a table with weir/tokio ratios (for latency and CPU and memory, lower is better,
@@ -27,7 +31,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use polling::{Event, Events, PollMode, Poller};
+use rustix::buffer::spare_capacity;
+use rustix::event::epoll::{self, EventData, EventFlags};
+use rustix::event::Timespec;
 
 /// One server under test.
 struct Server {
@@ -73,21 +79,19 @@ impl Server {
         })
     }
 
-    /// User + system CPU time of the server so far.
+    /// CPU time of the server so far, all its threads, to the nanosecond (the first field
+    /// of each thread's `/proc/PID/task/TID/schedstat`; `/proc/PID/stat` counts 10 ms ticks,
+    /// too coarse for one round).
     fn cpu_time(&self) -> Duration {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // After the command name (in parentheses) come the state, then numbers: utime and
-        // stime are fields 14 and 15 of the whole line, the 12th and 13th after the name.
-        let rest = stat.rsplit(')').next().unwrap_or("");
-        let field = |i: usize| -> u64 {
-            rest.split_whitespace()
-                .nth(i)
-                .and_then(|f| f.parse().ok())
-                .unwrap_or(0)
-        };
-        let ticks = field(11) + field(12);
-        Duration::from_millis(ticks * 1000 / clock_ticks())
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.child.id()));
+        let nanos: u64 = tasks
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+            .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+            .sum();
+        Duration::from_nanos(nanos)
     }
 
     /// Resident memory of the server, in bytes.
@@ -107,17 +111,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Clock ticks per second for `/proc` times (`getconf CLK_TCK`, 100 on Linux).
-fn clock_ticks() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100)
 }
 
 /// Whether `taskset` can pin processes here.
@@ -153,12 +146,28 @@ struct PingPong {
     cpu: Duration,
 }
 
-/// Rounds per ping-pong row (each of `duration`, per server).
-const ROUNDS: usize = 5;
+/// Rounds per row and server: nine, or `ECHO_BENCH_ROUNDS`.
+fn round_count() -> usize {
+    std::env::var("ECHO_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(9)
+}
+
+/// The median of `values`.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// The median of the ratios `a[i] / b[i]` of runs made next to each other.
+fn paired_ratio(a: &[f64], b: &[f64]) -> f64 {
+    median(a.iter().zip(b).map(|(a, b)| a / b).collect())
+}
 
 impl PingPong {
-    /// The median of each figure over `rounds`; CPU per message from the totals (`/proc`
-    /// counts CPU time in 10 ms ticks, too coarse for one short round).
+    /// The median of each figure over `rounds`; CPU per message from the totals.
     fn median(rounds: &[PingPong]) -> PingPong {
         fn mid<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
             v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
@@ -188,14 +197,49 @@ struct Conn {
     started: Instant,
     /// The connection's poller key.
     key: usize,
+    /// Whether the poller watches for writability too (only while a write is cut short).
+    write_armed: bool,
 }
 
 /// Registers `stream` with `poller` in level-triggered mode.
-#[allow(unsafe_code)]
-fn add(poller: &Poller, stream: &TcpStream, key: usize) -> io::Result<()> {
-    // SAFETY: every stream is deleted from the poller (by dropping the poller first, see
-    // `ping_pong`) before it is closed.
-    unsafe { poller.add_with_mode(stream, Event::readable(key), PollMode::Level) }
+/// The load generator's poller: level-triggered epoll, readability always, writability
+/// while asked for.
+struct Poller(std::os::fd::OwnedFd);
+
+impl Poller {
+    fn new() -> io::Result<Poller> {
+        Ok(Poller(epoll::create(epoll::CreateFlags::CLOEXEC)?))
+    }
+
+    fn flags(write: bool) -> EventFlags {
+        if write {
+            EventFlags::IN | EventFlags::OUT
+        } else {
+            EventFlags::IN
+        }
+    }
+
+    fn add(&self, stream: &TcpStream, key: usize) -> io::Result<()> {
+        let data = EventData::new_u64(key as u64);
+        Ok(epoll::add(&self.0, stream, data, Self::flags(false))?)
+    }
+
+    fn modify(&self, stream: &TcpStream, key: usize, write: bool) -> io::Result<()> {
+        let data = EventData::new_u64(key as u64);
+        Ok(epoll::modify(&self.0, stream, data, Self::flags(write))?)
+    }
+
+    /// Waits up to `timeout` and fills `events` with (key, readable, writable).
+    fn wait(&self, raw: &mut Vec<epoll::Event>, timeout: Duration) -> io::Result<()> {
+        raw.clear();
+        raw.reserve(1024);
+        let timeout = Timespec {
+            tv_sec: timeout.as_secs() as i64,
+            tv_nsec: timeout.subsec_nanos().into(),
+        };
+        epoll::wait(&self.0, spare_capacity(raw), Some(&timeout))?;
+        Ok(())
+    }
 }
 
 /// `connections` connections each sending `size`-byte messages for `duration`.
@@ -212,18 +256,19 @@ fn ping_pong(
         let stream = TcpStream::connect(server.address)?;
         stream.set_nodelay(true)?;
         stream.set_nonblocking(true)?;
-        add(&poller, &stream, key)?;
+        poller.add(&stream, key)?;
         conns.push(Conn {
             stream,
             written: 0,
             read: 0,
             started: Instant::now(),
             key,
+            write_armed: false,
         });
     }
     let mut latencies: Vec<u32> = Vec::with_capacity(1 << 20);
     let mut buf = vec![0u8; 64 * 1024];
-    let mut events = Events::new();
+    let mut events = Vec::new();
     let cpu_before = server.cpu_time();
     let begun = Instant::now();
     let deadline = begun + duration;
@@ -232,21 +277,23 @@ fn ping_pong(
     }
     let mut finished = 0;
     while Instant::now() < deadline {
-        events.clear();
-        poller.wait(&mut events, Some(Duration::from_millis(100)))?;
-        for event in events.iter() {
-            let conn = &mut conns[event.key];
-            if event.writable && conn.written < size {
+        poller.wait(&mut events, Duration::from_millis(100))?;
+        for event in &events {
+            let (flags, data) = (event.flags, event.data);
+            let conn = &mut conns[data.u64() as usize];
+            let writable = flags.intersects(EventFlags::OUT | EventFlags::ERR);
+            if writable && conn.written < size {
                 send(conn, &message, &poller)?;
                 continue;
             }
-            loop {
-                match conn.stream.read(&mut buf) {
-                    Ok(0) => return Err(io::Error::other("server closed")),
-                    Ok(n) => conn.read += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(e),
-                }
+            // One read per report: the poller is level-triggered, so what is left is
+            // reported again. Reading on to `EAGAIN` would cost the generator a system call
+            // per message that the servers do not make, and leave it the bottleneck.
+            match conn.stream.read(&mut buf) {
+                Ok(0) => return Err(io::Error::other("server closed")),
+                Ok(n) => conn.read += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
             }
             if conn.read >= size {
                 latencies.push(conn.started.elapsed().as_micros() as u32);
@@ -259,7 +306,6 @@ fn ping_pong(
     }
     let elapsed = begun.elapsed();
     let cpu = server.cpu_time().saturating_sub(cpu_before);
-    drop(poller);
     latencies.sort_unstable();
     let pick = |q: f64| {
         let i = ((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1));
@@ -275,7 +321,8 @@ fn ping_pong(
     })
 }
 
-/// Writes as much of the message as the socket takes; arms write interest for the rest.
+/// Writes as much of the message as the socket takes; watches for writability only while
+/// some is left (changing the interest on every message would cost an `epoll_ctl` each).
 fn send(conn: &mut Conn, message: &[u8], poller: &Poller) -> io::Result<()> {
     if conn.written == 0 {
         conn.started = Instant::now();
@@ -287,13 +334,12 @@ fn send(conn: &mut Conn, message: &[u8], poller: &Poller) -> io::Result<()> {
             Err(e) => return Err(e),
         }
     }
-    let key = conn.key;
-    let interest = if conn.written < message.len() {
-        Event::all(key)
-    } else {
-        Event::readable(key)
-    };
-    poller.modify_with_mode(&conn.stream, interest, PollMode::Level)
+    let blocked = conn.written < message.len();
+    if blocked == conn.write_armed {
+        return Ok(());
+    }
+    conn.write_armed = blocked;
+    poller.modify(&conn.stream, conn.key, blocked)
 }
 
 /// Bulk echo over one connection: bytes per second each way.
@@ -365,12 +411,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             // figure: a burst of load from another tenant of the machine then spoils one
             // round of one side instead of the whole row.
             let mut rounds: [Vec<PingPong>; 2] = [Vec::new(), Vec::new()];
-            for round in 0..ROUNDS {
+            for round in 0..round_count() {
                 let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
                 for i in order {
                     rounds[i].push(ping_pong(&servers[i], connections, size, duration)?);
                 }
             }
+            let figure = |side: usize, f: fn(&PingPong) -> f64| -> Vec<f64> {
+                rounds[side].iter().map(f).collect()
+            };
+            let rate_ratio = paired_ratio(&figure(0, |r| r.rate), &figure(1, |r| r.rate));
+            // CPU per message: lower is better, so tokio's over weir's.
+            let cpu = |r: &PingPong| r.cpu_per_msg.as_secs_f64();
+            let cpu_ratio = paired_ratio(&figure(1, cpu), &figure(0, cpu));
             let [w, t] = rounds.map(|r| PingPong::median(&r));
             let (w, t) = (&w, &t);
             println!(
@@ -378,34 +431,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 format!("{connections} conn x {size} B"),
                 w.rate,
                 t.rate,
-                w.rate / t.rate,
+                rate_ratio,
                 w.p50,
                 t.p50,
                 w.p99,
                 t.p99,
                 w.cpu_per_msg,
                 t.cpu_per_msg,
-                t.cpu_per_msg.as_secs_f64() / w.cpu_per_msg.as_secs_f64().max(1e-9),
+                cpu_ratio,
             );
         }
     }
     let mut bulk_rounds: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
-    for round in 0..ROUNDS {
+    for round in 0..round_count() {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for i in order {
             bulk_rounds[i].push(bulk(&servers[i], bulk_bytes)?);
         }
     }
-    let bulk_rates = bulk_rounds.map(|mut rates| {
-        rates.sort_by(f64::total_cmp);
-        rates[rates.len() / 2]
-    });
+    let bulk_ratio = paired_ratio(&bulk_rounds[0], &bulk_rounds[1]);
+    let bulk_rates = bulk_rounds.map(median);
     println!(
         "\n{:<22} {:>10.0} MB/s {:>10.0} MB/s  ratio {:.2}",
-        format!("bulk, 1 conn, {ROUNDS}x{} MiB", bulk_bytes >> 20),
+        format!("bulk, 1 conn, {}x{} MiB", round_count(), bulk_bytes >> 20),
         bulk_rates[0] / 1e6,
         bulk_rates[1] / 1e6,
-        bulk_rates[0] / bulk_rates[1]
+        bulk_ratio
     );
     let memory: Vec<f64> = servers
         .iter()
