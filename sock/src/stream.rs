@@ -90,13 +90,14 @@ pub struct AgentConfig {
     /// Most bytes read by one read call (Versile `max_read`). Default 256 KiB. The agent
     /// sizes each read by the length reads have been coming in at, from 16 KiB for a new
     /// stream up to this, so a stream of short messages never allocates this much; a busy
-    /// stream makes a sixteenth of the system calls it would at 16 KiB.
+    /// stream makes a sixteenth of the system calls it would at 16 KiB. Zero counts as one.
     pub max_read: usize,
     /// Size of the write buffer: the credit granted to the producer that feeds the stream is
     /// what this buffer can still take (Versile `wbuf_len`). Default 256 KiB: an echo or a
     /// proxy, whose reads are limited by the write buffer behind them, then moves data in
     /// large reads and writes. It bounds the memory of a connection whose peer reads slowly
-    /// (an idle connection holds none); lower it where many such connections must fit.
+    /// (an idle connection holds none); lower it where many such connections must fit. Zero
+    /// counts as one.
     pub write_buffer: usize,
     /// Which directions may close on their own. Default [`HalfClosePolicy::HALF_CLOSE`].
     pub half_close: HalfClosePolicy,
@@ -311,6 +312,13 @@ impl StreamAgent {
 
     /// An agent without a stream yet, in the connecting phase.
     pub(crate) fn unconnected(reactor: &Reactor, config: AgentConfig) -> StreamAgent {
+        // The fields are public: a zero set directly would make every read look like the end
+        // of the stream, or grant the producer nothing, for ever. One byte is the least.
+        let config = AgentConfig {
+            max_read: config.max_read.max(1),
+            write_buffer: config.write_buffer.max(1),
+            ..config
+        };
         let inner = Arc::new_cyclic(|me| AgentInner {
             reactor: reactor.clone(),
             me: me.clone(),

@@ -626,3 +626,26 @@ fn sockets_are_made_non_blocking_and_close_on_exec_and_know_their_peer() {
     let fresh = weir_sock::stream_socket(listener.local_address()).unwrap();
     assert!(fresh.nonblocking().unwrap() && close_on_exec(&fresh));
 }
+
+#[test]
+fn zero_read_and_write_sizes_count_as_one_byte_not_as_the_end() {
+    let running = Running::new();
+    let mut config = AgentConfig::default();
+    config.max_read = 0;
+    config.write_buffer = 0;
+    let (agent, mut peer) = agent_with_std_peer(&running, config);
+    let pair = agent.io_pair();
+    attach(&pair.producer, &pair.consumer).unwrap();
+    let data = pattern_bytes(5, 3000);
+    peer.write_all(&data).unwrap();
+    peer.shutdown(Shutdown::Write).unwrap();
+    peer.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut echoed = Vec::new();
+    peer.read_to_end(&mut echoed).unwrap();
+    assert!(
+        echoed == data,
+        "echo differs: {} of {} bytes",
+        echoed.len(),
+        data.len()
+    );
+}
