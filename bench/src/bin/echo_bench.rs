@@ -13,11 +13,11 @@
 //!
 //! - ping-pong with 1, 10, 50 and 200 connections at 64 B and 4 KiB: each connection sends
 //!   a message and waits for all of it to come back; messages/s, p50/p99 round-trip latency,
-//!   and the server's CPU time per message (from `/proc/PID/stat`). Each row is nine rounds
-//!   per server (`ECHO_BENCH_ROUNDS`), alternating which goes first; the table shows the
-//!   medians of each figure, and as ratio the median of the rounds' own ratios (each round
-//!   pairs two runs next to each other in time, so a burst of load from another tenant of
-//!   the machine spoils one pair instead of tilting the row);
+//!   and the server's CPU time per message (from `/proc/PID/task/*/schedstat`). Each row is
+//!   nine rounds per server (`ECHO_BENCH_ROUNDS`), alternating which goes first; the table
+//!   shows the medians of each figure, and as ratio the median of the rounds' own ratios
+//!   (each round pairs two runs next to each other in time, so a burst of load from another
+//!   tenant of the machine spoils one pair instead of tilting the row);
 //! - bulk echo with one connection (a writer thread and a reader thread, 64 KiB writes),
 //!   medians of the alternating rounds, ratio as above;
 //! - memory per idle connection with 10 000 idle connections (server `VmRSS` growth).
@@ -201,16 +201,17 @@ struct Conn {
     write_armed: bool,
 }
 
-/// Registers `stream` with `poller` in level-triggered mode.
 /// The load generator's poller: level-triggered epoll, readability always, writability
 /// while asked for.
 struct Poller(std::os::fd::OwnedFd);
 
 impl Poller {
+    /// An empty poller.
     fn new() -> io::Result<Poller> {
         Ok(Poller(epoll::create(epoll::CreateFlags::CLOEXEC)?))
     }
 
+    /// The events to watch for: always readability, writability when `write`.
     fn flags(write: bool) -> EventFlags {
         if write {
             EventFlags::IN | EventFlags::OUT
@@ -219,17 +220,19 @@ impl Poller {
         }
     }
 
+    /// Watches `stream` for readability under `key`.
     fn add(&self, stream: &TcpStream, key: usize) -> io::Result<()> {
         let data = EventData::new_u64(key as u64);
         Ok(epoll::add(&self.0, stream, data, Self::flags(false))?)
     }
 
+    /// Watches `stream` for writability too, or no longer.
     fn modify(&self, stream: &TcpStream, key: usize, write: bool) -> io::Result<()> {
         let data = EventData::new_u64(key as u64);
         Ok(epoll::modify(&self.0, stream, data, Self::flags(write))?)
     }
 
-    /// Waits up to `timeout` and fills `events` with (key, readable, writable).
+    /// Waits up to `timeout` and fills `raw` with the ready connections' events.
     fn wait(&self, raw: &mut Vec<epoll::Event>, timeout: Duration) -> io::Result<()> {
         raw.clear();
         raw.reserve(1024);
