@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, IoSlice};
 use std::os::fd::BorrowedFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
@@ -211,6 +211,9 @@ pub(crate) struct AgentInner {
     read_hint: AtomicUsize,
     /// The stream; `None` before connect and after close.
     io: Mutex<Option<Arc<dyn StreamIo>>>,
+    /// A `Connected` announcement is queued and not sent yet. Outside the state's lock: every
+    /// read asks, and the answer is almost always no.
+    announce_pending: AtomicBool,
     /// Link to the consumer of what we read.
     producer_slot: LinkSlot,
     /// Link to the producer of what we write.
@@ -267,8 +270,6 @@ struct AgentState {
     on_close: Option<Box<dyn FnOnce(CloseInfo) + Send>>,
     /// What to do when a connect attempt finishes.
     connect_hook: Option<Box<dyn ConnectHook>>,
-    /// A `Connected` announcement is queued and not sent yet.
-    announce_pending: bool,
 }
 
 /// Decides what follows a connect attempt (the socket connect driver implements it).
@@ -325,6 +326,7 @@ impl StreamAgent {
             config,
             read_hint: AtomicUsize::new(INITIAL_READ.min(config.max_read)),
             io: Mutex::new(None),
+            announce_pending: AtomicBool::new(false),
             producer_slot: LinkSlot::new(),
             consumer_slot: LinkSlot::new(),
             state: Mutex::new(AgentState {
@@ -340,7 +342,6 @@ impl StreamAgent {
                 error: None,
                 on_close: None,
                 connect_hook: None,
-                announce_pending: false,
             }),
         });
         StreamAgent { inner }
@@ -565,7 +566,7 @@ impl AgentInner {
     /// earlier if data or the end go downstream first (see [`Self::send_announce`]).
     fn announce(&self) {
         let Some(me) = self.me.upgrade() else { return };
-        self.state.lock().announce_pending = true;
+        self.announce_pending.store(true, Ordering::Release);
         self.reactor.call(move || me.send_announce());
     }
 
@@ -573,13 +574,12 @@ impl AgentInner {
     /// consumer hears of the connection before its first byte or its end, even when the
     /// queued announcement would only run after the stream has ended.
     fn send_announce(&self) {
-        let peer = {
-            let mut state = self.state.lock();
-            if !std::mem::take(&mut state.announce_pending) {
-                return;
-            }
-            state.peer.clone()
-        };
+        if !self.announce_pending.load(Ordering::Acquire)
+            || !self.announce_pending.swap(false, Ordering::AcqRel)
+        {
+            return;
+        }
+        let peer = self.state.lock().peer.clone();
         if let (Some(peer), Some(link)) = (peer, self.producer_slot.link()) {
             if link.is_open() {
                 link.control_downstream(&IoControl::Connected(peer));
@@ -711,52 +711,54 @@ impl AgentInner {
     }
 
     /// Writes what the buffer holds until it is empty or the stream would block. With
-    /// `grant`, tells the upstream producer about the freed space.
-    fn flush(&self, grant: bool) {
-        let Some(io) = self.io() else { return };
+    /// `grant`, tells the upstream producer about the freed space. Returns the bytes still
+    /// buffered.
+    ///
+    /// One lock for the whole pass: the writes are made holding it, as the buffer is read in
+    /// place, and what follows them (the end, the interest, the credit) reads the state it
+    /// left.
+    fn flush(&self, grant: bool) -> usize {
+        let Some(io) = self.io() else {
+            return self.state.lock().buffered;
+        };
         let mut freed = false;
-        loop {
-            let result = {
-                let state = self.state.lock();
-                if state.buffered == 0 || state.phase != Phase::Connected {
-                    break;
-                }
-                write_buffered(&*io, &state.wbuf)
-            };
-            match result {
-                Ok(n) => {
-                    freed = true;
-                    let mut state = self.state.lock();
-                    state.advance(n);
-                    if state.buffered == 0 {
+        let (closing, stale_interest, buffered) = {
+            let mut state = self.state.lock();
+            let mut closing = None;
+            while state.buffered > 0 && state.phase == Phase::Connected {
+                match write_buffered(&*io, &state.wbuf) {
+                    Ok(n) => {
+                        freed = true;
+                        state.advance(n);
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(err) => {
+                        closing = Some(Closing::Failed(err));
                         break;
                     }
                 }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => {
-                    self.record_error(err);
-                    self.close_output(Ending::Lost);
-                    return;
-                }
             }
-        }
-        let (end, stale_interest) = {
-            let mut state = self.state.lock();
-            let end = if state.buffered == 0 {
-                state.end_after_drain.take()
-            } else {
-                None
-            };
+            if state.buffered == 0 && closing.is_none() {
+                closing = state.end_after_drain.take().map(Closing::Drained);
+            }
             // Writing changes only the write half of the interest (new credit reaches the
             // read half through `on_credit`): most writes leave it as it was.
             let write = state.output_closed.is_none() && state.buffered > 0;
             let stale = state.phase != Phase::Connected || write != state.interest.write;
-            (end, stale)
+            (closing, stale, state.buffered)
         };
-        if let Some(ending) = end {
-            self.close_output(ending);
-            return;
+        match closing {
+            None => {}
+            Some(Closing::Failed(err)) => {
+                self.record_error(err);
+                self.close_output(Ending::Lost);
+                return 0;
+            }
+            Some(Closing::Drained(ending)) => {
+                self.close_output(ending);
+                return 0;
+            }
         }
         if grant && freed {
             if let Some(link) = self.consumer_slot.link() {
@@ -766,11 +768,17 @@ impl AgentInner {
         if stale_interest {
             self.update_interest();
         }
+        buffered
     }
 
     /// Credit for the upstream producer: the free space of the write buffer.
     fn write_credit(&self, link: &Link) -> Credit {
         let buffered = self.state.lock().buffered;
+        self.window_for(link, buffered)
+    }
+
+    /// Credit for the upstream producer when `buffered` bytes wait in the write buffer.
+    fn window_for(&self, link: &Link, buffered: usize) -> Credit {
         link.window(self.config.write_buffer.saturating_sub(buffered) as u64)
     }
 
@@ -1000,6 +1008,14 @@ fn write_buffered(io: &dyn StreamIo, wbuf: &VecDeque<Bytes>) -> io::Result<usize
     io.write_vectored(&slices[..count])
 }
 
+/// Why a flush ends by closing the output.
+enum Closing {
+    /// A write failed.
+    Failed(io::Error),
+    /// The buffer drained and the upstream had ended: close with its ending.
+    Drained(Ending),
+}
+
 /// An empty buffer with a spare capacity of exactly `want` bytes (so that a read cannot pass
 /// the credit): the thread's spare buffer when it fits, else a new one.
 fn read_buffer(want: usize) -> Vec<u8> {
@@ -1130,7 +1146,7 @@ impl AgentConsumer {
     /// empty: most writes finish here and never wait for the poller; a run goes out in one
     /// vectored write. Returns the credit. Nothing is queued once the output has closed.
     fn queue(&self, link: &Link, len: usize, data: impl IntoIterator<Item = Bytes>) -> Credit {
-        let write_now = {
+        let waiting = {
             let mut state = self.0.state.lock();
             if state.output_closed.is_some() || state.phase == Phase::Closed {
                 return link.credit();
@@ -1138,12 +1154,11 @@ impl AgentConsumer {
             let was_empty = state.buffered == 0;
             state.buffered += len;
             state.wbuf.extend(data);
-            was_empty && state.phase == Phase::Connected
+            // Behind earlier data (its writability is awaited) or before the connect: wait.
+            (!was_empty || state.phase != Phase::Connected).then_some(state.buffered)
         };
-        if write_now {
-            self.0.flush(false);
-        }
-        self.0.write_credit(link)
+        let buffered = waiting.unwrap_or_else(|| self.0.flush(false));
+        self.0.window_for(link, buffered)
     }
 }
 
