@@ -1,6 +1,7 @@
 //! Runs the socket examples as processes, on loopback: echo server and client over TCP v4,
 //! v6 and Unix; 1 GiB through the echo server to a slow reader with bounded server memory;
-//! running out of descriptors and recovering; the chat server with three clients.
+//! running out of descriptors and recovering; the chat server with three clients; socat (a
+//! peer we did not write) as client of the echo server and as echo server for the client.
 //!
 //! The examples are built in release mode once (`cargo build --release --examples`), so the
 //! big transfer takes seconds even when the tests themselves are built in debug mode.
@@ -363,4 +364,95 @@ fn chat_example_relays_lines_to_the_other_clients() {
         line(&mut clients[1].1),
         format!("{}: still here", clients[0].2)
     );
+}
+
+/// Runs `socat` with `args`, `input` on its stdin, and returns its stdout.
+fn socat(args: &[&str], input: Vec<u8>) -> Vec<u8> {
+    let mut child = Command::new("socat")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start socat (CI installs it)");
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || stdin.write_all(&input));
+    let mut output = Vec::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut output)
+        .unwrap();
+    feeder.join().unwrap().unwrap();
+    assert!(child.wait().unwrap().success(), "socat failed");
+    output
+}
+
+/// socat, a client we did not write, through the echo server over TCP and Unix: it sends
+/// everything, half-closes, and must get every byte back before the server closes. At most
+/// what the way back can hold (the server's 256 KiB write buffer alone): socat's writes
+/// block in the loop that reads the echo, so a longer echo could stall socat itself.
+#[test]
+fn socat_client_through_the_echo_example() {
+    let (_server, address, _out) = start_server("echo_server", "127.0.0.1:0", "");
+    let input = pattern_bytes(11, 256 << 10);
+    // `-t 30`: after its input ends, socat waits up to 30 s (not the default 0.5 s) for the
+    // echo to end too; it exits as soon as it does.
+    let output = socat(&["-t", "30", "-", &format!("TCP:{address}")], input.clone());
+    assert!(
+        output == input,
+        "{} of {} bytes back",
+        output.len(),
+        input.len()
+    );
+
+    let path = std::env::temp_dir().join(format!("weir-echo-socat-{}", std::process::id()));
+    let (_server, address, _out) =
+        start_server("echo_server", &format!("unix:{}", path.display()), "");
+    let input = pattern_bytes(12, 256 << 10);
+    let target = format!("UNIX-CONNECT:{}", address.strip_prefix("unix:").unwrap());
+    let output = socat(&["-t", "30", "-", &target], input.clone());
+    assert!(
+        output == input,
+        "{} of {} bytes back",
+        output.len(),
+        input.len()
+    );
+    let _ = std::fs::remove_file(&path);
+}
+
+/// The echo client against an echo server we did not write: socat listening on a Unix
+/// socket, each connection's bytes sent back through a pipe. Less than a pipe's capacity:
+/// socat writes to its pipe blocking, in the same loop that reads it, so more can deadlock
+/// socat itself.
+#[test]
+fn echo_client_example_against_a_socat_echo_server() {
+    let path = std::env::temp_dir().join(format!("weir-socat-echo-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let _server = Process(
+        Command::new("socat")
+            .arg(format!("UNIX-LISTEN:{},fork", path.display()))
+            .arg("PIPE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start socat (CI installs it)"),
+    );
+    // Listening once a connection goes through (socat binds the path before it listens).
+    let started = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&path).is_err() {
+        assert!(started.elapsed() < DEADLINE, "socat never listened");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let input = pattern_bytes(13, 48 << 10);
+    let output = run_client(&format!("unix:{}", path.display()), input.clone());
+    assert!(
+        output == input,
+        "{} of {} bytes back",
+        output.len(),
+        input.len()
+    );
+    let _ = std::fs::remove_file(&path);
 }
