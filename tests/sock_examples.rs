@@ -83,13 +83,20 @@ fn start_server(name: &str, address: &str, shell_prefix: &str) -> (Process, Stri
 
 /// Runs `echo_client ADDR` with `input` on stdin and returns its stdout.
 fn run_client(address: &str, input: Vec<u8>) -> Vec<u8> {
-    let mut child = Command::new(example("echo_client"))
-        .arg(address)
+    let mut command = Command::new(example("echo_client"));
+    command.arg(address);
+    run_with_input(command, input)
+}
+
+/// Runs `command` with `input` fed to its stdin (from another thread, so that a command
+/// writing while it reads cannot block on us) and returns its stdout once it exited well.
+fn run_with_input(mut command: Command, input: Vec<u8>) -> Vec<u8> {
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("start client");
+        .unwrap_or_else(|err| panic!("start {command:?}: {err}"));
     let mut stdin = child.stdin.take().unwrap();
     let feeder = std::thread::spawn(move || stdin.write_all(&input));
     let mut output = Vec::new();
@@ -101,7 +108,7 @@ fn run_client(address: &str, input: Vec<u8>) -> Vec<u8> {
         .unwrap();
     feeder.join().unwrap().unwrap();
     let status = child.wait().unwrap();
-    assert!(status.success(), "echo_client failed: {status}");
+    assert!(status.success(), "{command:?} failed: {status}");
     output
 }
 
@@ -366,27 +373,22 @@ fn chat_example_relays_lines_to_the_other_clients() {
     );
 }
 
-/// Runs `socat` with `args`, `input` on its stdin, and returns its stdout.
+/// Fails unless `output` is `input`, saying how much came back.
+fn assert_echoed(output: &[u8], input: &[u8]) {
+    assert!(
+        output == input,
+        "{} of {} bytes back",
+        output.len(),
+        input.len()
+    );
+}
+
+/// Runs `socat` with `args`, `input` on its stdin, and returns its stdout (CI installs
+/// socat).
 fn socat(args: &[&str], input: Vec<u8>) -> Vec<u8> {
-    let mut child = Command::new("socat")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start socat (CI installs it)");
-    let mut stdin = child.stdin.take().unwrap();
-    let feeder = std::thread::spawn(move || stdin.write_all(&input));
-    let mut output = Vec::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_end(&mut output)
-        .unwrap();
-    feeder.join().unwrap().unwrap();
-    assert!(child.wait().unwrap().success(), "socat failed");
-    output
+    let mut command = Command::new("socat");
+    command.args(args);
+    run_with_input(command, input)
 }
 
 /// socat, a client we did not write, through the echo server over TCP and Unix: it sends
@@ -400,12 +402,7 @@ fn socat_client_through_the_echo_example() {
     // `-t 30`: after its input ends, socat waits up to 30 s (not the default 0.5 s) for the
     // echo to end too; it exits as soon as it does.
     let output = socat(&["-t", "30", "-", &format!("TCP:{address}")], input.clone());
-    assert!(
-        output == input,
-        "{} of {} bytes back",
-        output.len(),
-        input.len()
-    );
+    assert_echoed(&output, &input);
 
     let path = std::env::temp_dir().join(format!("weir-echo-socat-{}", std::process::id()));
     let (_server, address, _out) =
@@ -413,12 +410,7 @@ fn socat_client_through_the_echo_example() {
     let input = pattern_bytes(12, 256 << 10);
     let target = format!("UNIX-CONNECT:{}", address.strip_prefix("unix:").unwrap());
     let output = socat(&["-t", "30", "-", &target], input.clone());
-    assert!(
-        output == input,
-        "{} of {} bytes back",
-        output.len(),
-        input.len()
-    );
+    assert_echoed(&output, &input);
     let _ = std::fs::remove_file(&path);
 }
 
@@ -448,11 +440,6 @@ fn echo_client_example_against_a_socat_echo_server() {
     }
     let input = pattern_bytes(13, 48 << 10);
     let output = run_client(&format!("unix:{}", path.display()), input.clone());
-    assert!(
-        output == input,
-        "{} of {} bytes back",
-        output.len(),
-        input.len()
-    );
+    assert_echoed(&output, &input);
     let _ = std::fs::remove_file(&path);
 }
