@@ -22,6 +22,9 @@
 //!   medians of the alternating rounds, ratio as above;
 //! - memory per idle connection with 10 000 idle connections (server `VmRSS` growth).
 //!
+//! `ECHO_BENCH_PEER=epoll_echo` puts the plainest epoll echo server (`src/bin/epoll_echo.rs`)
+//! in tokio's place: the ceiling both are held against.
+//!
 //! It prints a table with weir/tokio ratios (for latency and CPU and memory, lower is better,
 //! so the ratio printed is tokio/weir: above 1.0 means weir is ahead on every row).
 #![deny(unsafe_code)]
@@ -390,22 +393,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "no (taskset unavailable)"
         }
     );
+    // The peer: tokio's echo server, or another binary of this package in its place
+    // (`epoll_echo`, the plainest epoll server, shows the ceiling both are held against).
+    let peer = std::env::var("ECHO_BENCH_PEER").unwrap_or_else(|_| "tokio_echo".into());
+    let label = peer.trim_end_matches("_echo").to_owned();
+    println!("peer: {peer}");
     let servers = [
         Server::start("weir", "weir_echo")?,
-        Server::start("tokio", "tokio_echo")?,
+        Server::start("peer", &peer)?,
     ];
     println!(
         "\n{:<22} {:>12} {:>12} {:>7} | {:>9} {:>9} {:>9} {:>9} | {:>8} {:>8} {:>7}",
         "ping-pong",
         "weir msg/s",
-        "tokio msg/s",
+        format!("{label} msg/s"),
         "ratio",
         "weir p50",
-        "tokio p50",
+        format!("{label} p50"),
         "weir p99",
-        "tokio p99",
+        format!("{label} p99"),
         "weir cpu",
-        "tokio cpu",
+        format!("{label} cpu"),
         "ratio"
     );
     for size in [64, 4096] {
@@ -466,7 +474,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|s| idle_memory(s, idle))
         .collect::<io::Result<_>>()?;
     println!(
-        "{:<22} {:>10.0} B/conn {:>8.0} B/conn  ratio (tokio/weir) {:.2}",
+        "{:<22} {:>10.0} B/conn {:>8.0} B/conn  ratio ({label}/weir) {:.2}",
         format!("idle, {idle} conns"),
         memory[0],
         memory[1],
