@@ -134,6 +134,19 @@ impl Chunks {
         head
     }
 
+    /// [`split_to`](Self::split_to) that keeps queues' allocations: when the whole run goes,
+    /// it leaves in this queue's allocation, and this one takes over `spare`'s (an emptied
+    /// run handed back after an earlier delivery), so a queue drained again and again does
+    /// not allocate.
+    pub fn split_to_reusing(&mut self, max: u64, spare: &mut Chunks) -> Chunks {
+        if max < self.bytes {
+            return self.split_to(max);
+        }
+        spare.clear();
+        std::mem::swap(self, spare);
+        std::mem::take(spare)
+    }
+
     /// Replaces every chunk with `f(chunk)`, in order (chunks that become empty are dropped).
     pub fn map_in_place(&mut self, mut f: impl FnMut(Bytes) -> Bytes) {
         let (mut bytes, mut emptied) = (0, false);
@@ -206,6 +219,22 @@ mod tests {
 
     fn flat(chunks: &Chunks) -> Vec<u8> {
         chunks.iter().flat_map(|c| c.iter().copied()).collect()
+    }
+
+    #[test]
+    fn split_to_reusing_moves_everything_or_splits_like_split_to() {
+        let mut spare = run(&[b"stale"]);
+        let mut queue = run(&[b"ab", b"cd"]);
+        let all = queue.split_to_reusing(4, &mut spare);
+        assert_eq!((flat(&all), all.len()), (b"abcd".to_vec(), 2));
+        assert!(queue.is_empty() && queue.byte_len() == 0 && spare.is_empty());
+        queue.push(Bytes::from_static(b"efgh"));
+        let head = queue.split_to_reusing(3, &mut spare);
+        assert_eq!(
+            (flat(&head), flat(&queue)),
+            (b"efg".to_vec(), b"h".to_vec())
+        );
+        assert_eq!(queue.byte_len(), 1);
     }
 
     #[test]

@@ -208,14 +208,10 @@ impl<F> FilterInner<F> {
                 }
                 break;
             }
-            let mut run = if state.pending.byte_len() <= remaining {
-                // All of it: swap queues rather than give the allocation away.
-                let mut run = std::mem::take(&mut state.scratch);
-                std::mem::swap(&mut run, &mut state.pending);
-                run
-            } else {
-                state.pending.split_to(remaining)
-            };
+            let queues = &mut *state;
+            let mut run = queues
+                .pending
+                .split_to_reusing(remaining, &mut queues.scratch);
             self.note_backlog(&state);
             drop(state);
             if let Some(link) = &link {

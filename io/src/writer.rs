@@ -244,14 +244,8 @@ impl ByteWriter {
                 break;
             }
             let max = remaining.min(RUN_BYTES);
-            let mut run = if state.chunks.byte_len() <= max {
-                // All of it: swap queues rather than give the allocation away.
-                let mut run = std::mem::take(&mut state.spare);
-                std::mem::swap(&mut run, &mut state.chunks);
-                run
-            } else {
-                state.chunks.split_to(max)
-            };
+            let queues = &mut *state;
+            let mut run = queues.chunks.split_to_reusing(max, &mut queues.spare);
             // At most RUN_BYTES.
             sent += run.byte_len() as usize;
             let room = self.room_callback(&mut state);
