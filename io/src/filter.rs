@@ -137,8 +137,7 @@ impl<F> FilterInner<F> {
             Output::Run(run) => (None, Some(run)),
         };
         if direct {
-            let link = self.downstream.current();
-            if let Some(link) = &*link {
+            if let Some(link) = self.downstream.link() {
                 // An error or a leftover means the link closed meanwhile: the output waits
                 // for the next one.
                 let remaining = link.remaining();

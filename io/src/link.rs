@@ -4,7 +4,6 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
-use arc_swap::{ArcSwapOption, Guard};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use weir_reactor::Reactor;
@@ -132,12 +131,14 @@ pub trait ByteConsumer: Send + Sync + 'static {
 /// Where an element keeps its link, and whether it has ended.
 ///
 /// One per producer and one per consumer. [`attach`] and the link itself fill and clear it.
+///
+/// A plain lock: taking the link is a lock, a reference count and an unlock, as cheap as a
+/// lock-free read of a swappable pointer (`arc-swap`, which weir used at first: its load
+/// takes as many locked instructions, and every store scans every thread's debt list).
 #[derive(Default)]
 pub struct LinkSlot {
     /// The link and the ended flag; attach and release change them under this lock.
     state: Mutex<SlotState>,
-    /// A copy of `state.link` that the data path reads without taking the lock.
-    current: ArcSwapOption<Link>,
 }
 
 /// Contents of a [`LinkSlot`].
@@ -157,18 +158,7 @@ impl LinkSlot {
 
     /// The current link, if attached.
     pub fn link(&self) -> Option<Arc<Link>> {
-        self.current.load_full()
-    }
-
-    /// The current link without touching its reference count: for the data path.
-    pub(crate) fn current(&self) -> Guard<Option<Arc<Link>>> {
-        self.current.load()
-    }
-
-    /// Sets the link, with the slot's lock held.
-    fn set(&self, state: &mut SlotState, link: Option<Arc<Link>>) {
-        self.current.store(link.clone());
-        state.link = link;
+        self.state.lock().link.clone()
     }
 
     /// Whether the element's stream has ended or been aborted.
@@ -183,13 +173,13 @@ impl LinkSlot {
     }
 }
 
-impl LinkSlot {
-    /// Clears the slot if it holds `link`, with the slot's lock held.
-    fn release(&self, state: &mut SlotState, link: &Link, ended: bool) {
-        if state.link.as_deref().is_some_and(|l| std::ptr::eq(l, link)) {
-            self.set(state, None);
+impl SlotState {
+    /// Clears the slot if it holds `link` (called with the slot's lock held).
+    fn release(&mut self, link: &Link, ended: bool) {
+        if self.link.as_deref().is_some_and(|l| std::ptr::eq(l, link)) {
+            self.link = None;
         }
-        state.ended |= ended;
+        self.ended |= ended;
     }
 }
 
@@ -306,8 +296,8 @@ pub fn attach(producer: &ProducerRef, consumer: &ConsumerRef) -> Result<(), Atta
         credit_call_pending: AtomicBool::new(false),
         early_end: Mutex::new(None),
     });
-    p_slot.set(&mut p, Some(link.clone()));
-    c_slot.set(&mut c, Some(link.clone()));
+    p.link = Some(link.clone());
+    c.link = Some(link.clone());
     drop((p, c));
     let reactor = link.reactor.clone();
     reactor.execute(move || link.open());
@@ -649,8 +639,8 @@ impl Link {
         let (p_slot, c_slot) = (self.producer.producer_slot(), self.consumer.consumer_slot());
         let mut p = p_slot.state.lock();
         let mut c = c_slot.state.lock();
-        p_slot.release(&mut p, self, ended);
-        c_slot.release(&mut c, self, ended);
+        p.release(self, ended);
+        c.release(self, ended);
     }
 }
 
