@@ -141,9 +141,9 @@ struct Inner {
     plain_in: LinkSlot,
     /// Link to the application's consumer (plaintext out).
     plain_out: LinkSlot,
-    /// The TLS state machine. Never held while calling into a link or a callback.
-    session: Mutex<TlsSession>,
-    /// Everything else. Never held while calling into a link or a callback.
+    /// The session and everything else that changes, under one lock (one lock taken is one
+    /// locked instruction pair fewer, and the pump takes many). Never held while calling
+    /// into a link or a callback.
     state: Mutex<State>,
     /// Told every event.
     on_event: Mutex<Option<EventCallback>>,
@@ -164,6 +164,8 @@ enum Authorization {
 
 /// Mutable part of [`Inner`].
 struct State {
+    /// The TLS state machine.
+    session: TlsSession,
     /// The handshake deadline, armed once when the transport attaches.
     handshake_timer: Option<Timer>,
     /// A pump is running; a nested one only sets `again`.
@@ -214,6 +216,14 @@ struct State {
     error: Option<Arc<TlsError>>,
     /// Everything was aborted.
     aborted: bool,
+}
+
+impl State {
+    /// Whether the application's plaintext is still wanted (its stream has not ended, and the
+    /// session can still send).
+    fn takes_plaintext(&self) -> bool {
+        self.app_ending.is_none() && !self.plain_in_closed && !self.cipher_out_ended
+    }
 }
 
 /// Consumes ciphertext from the transport.
@@ -267,8 +277,8 @@ impl TlsElement {
             cipher_out: LinkSlot::new(),
             plain_in: LinkSlot::new(),
             plain_out: LinkSlot::new(),
-            session: Mutex::new(session),
             state: Mutex::new(State {
+                session,
                 handshake_timer: None,
                 pumping: false,
                 again: false,
@@ -407,10 +417,10 @@ impl Inner {
                 return;
             }
             state.pumping = true;
+            state.again = false;
         }
         let mut budget = TURN_BUDGET;
         loop {
-            self.state.lock().again = false;
             let mut moved = self.feed_held();
             moved |= self.send_ciphertext(&mut budget);
             moved |= self.send_plaintext(&mut budget);
@@ -430,6 +440,7 @@ impl Inner {
                 state.pumping = false;
                 return;
             }
+            state.again = false;
         }
     }
 
@@ -452,58 +463,40 @@ impl Inner {
     /// Feeds held ciphertext and plaintext to the session, then the transport's end and the
     /// application's close once nothing is held before them.
     fn feed_held(&self) -> bool {
-        let (mut cipher, mut plain, transport_end, close) = {
-            let mut state = self.state.lock();
-            let transport_end = state.transport_ended && !state.transport_end_told;
-            let close = state.app_ending == Some(Ending::Completed) && !state.close_told;
-            if state.cipher_held.is_empty()
-                && state.plain_held.is_empty()
-                && !transport_end
-                && !close
-            {
-                return false;
-            }
-            (
-                std::mem::take(&mut state.cipher_held),
-                std::mem::take(&mut state.plain_held),
-                transport_end,
-                close,
-            )
-        };
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        let transport_end = state.transport_ended && !state.transport_end_told;
+        let close = state.app_ending == Some(Ending::Completed) && !state.close_told;
+        if state.cipher_held.is_empty() && state.plain_held.is_empty() && !transport_end && !close {
+            return false;
+        }
         let mut moved = false;
-        let (end_told, close_told) = {
-            let mut session = self.session.lock();
-            if !cipher.is_empty() {
-                let n = session.handle_ciphertext(&cipher);
-                moved |= n > 0;
-                let _ = cipher.split_to(n);
-            }
-            if !plain.is_empty() {
-                match session.write_plaintext_chunks(&mut plain) {
-                    Ok(n) => moved |= n > 0,
-                    Err(_) => {
-                        // A closed session drops the data; `pass_ends` aborts the link then.
-                        plain.clear();
-                        moved = true;
-                    }
+        if !state.cipher_held.is_empty() {
+            let n = state.session.handle_ciphertext(&state.cipher_held);
+            moved |= n > 0;
+            let _ = state.cipher_held.split_to(n);
+        }
+        if !state.plain_held.is_empty() {
+            match state.session.write_plaintext_chunks(&mut state.plain_held) {
+                Ok(n) => moved |= n > 0,
+                Err(_) => {
+                    // A closed session drops the data; `pass_ends` aborts the link then.
+                    state.plain_held.clear();
+                    moved = true;
                 }
             }
-            let end_told = transport_end && cipher.is_empty();
-            if end_told {
-                session.handle_transport_end();
-            }
-            let close_told = close && plain.is_empty();
-            if close_told {
-                session.close();
-            }
-            (end_told, close_told)
-        };
-        let mut state = self.state.lock();
-        state.cipher_held = cipher;
-        state.plain_held = plain;
-        state.transport_end_told |= end_told;
-        state.close_told |= close_told;
-        moved || end_told || close_told
+        }
+        if transport_end && state.cipher_held.is_empty() {
+            state.session.handle_transport_end();
+            state.transport_end_told = true;
+            moved = true;
+        }
+        if close && state.plain_held.is_empty() {
+            state.session.close();
+            state.close_told = true;
+            moved = true;
+        }
+        moved
     }
 
     /// Delivers ciphertext to the transport as its credit allows.
@@ -517,20 +510,24 @@ impl Inner {
             if remaining == 0 {
                 break;
             }
-            let held = self.state.lock().cipher_pending.take();
-            let data = match held {
-                Some(data) => Some(data),
-                None => self.session.lock().poll_ciphertext(),
+            let chunk = {
+                let mut guard = self.state.lock();
+                let state = &mut *guard;
+                let data = match state.cipher_pending.take() {
+                    Some(data) => Some(data),
+                    None => state.session.poll_ciphertext(),
+                };
+                let Some(mut data) = data else { break };
+                let n = usize::try_from(remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(data.len());
+                let chunk = data.split_to(n);
+                if !data.is_empty() {
+                    state.cipher_pending = Some(data);
+                }
+                chunk
             };
-            let Some(mut data) = data else { break };
-            let n = usize::try_from(remaining)
-                .unwrap_or(usize::MAX)
-                .min(data.len());
-            let chunk = data.split_to(n);
-            if !data.is_empty() {
-                self.state.lock().cipher_pending = Some(data);
-            }
-            *budget = budget.saturating_sub(n);
+            *budget = budget.saturating_sub(chunk.len());
             if link.deliver(chunk).is_err() {
                 break;
             }
@@ -542,9 +539,6 @@ impl Inner {
     /// Decrypts and delivers plaintext to the application as its credit allows, once the
     /// peer is authorized.
     fn send_plaintext(&self, budget: &mut usize) -> bool {
-        if self.state.lock().authorization != Authorization::Allowed {
-            return false;
-        }
         let Some(link) = self.plain_out.link() else {
             return false;
         };
@@ -557,7 +551,13 @@ impl Inner {
             let max = usize::try_from(remaining)
                 .unwrap_or(usize::MAX)
                 .min(PLAINTEXT_CHUNK);
-            let data = self.session.lock().poll_plaintext(max);
+            let data = {
+                let mut state = self.state.lock();
+                if state.authorization != Authorization::Allowed {
+                    break;
+                }
+                state.session.poll_plaintext(max)
+            };
             let Some(data) = data else { break };
             *budget = budget.saturating_sub(data.len());
             if link.deliver(data).is_err() {
@@ -572,7 +572,7 @@ impl Inner {
     fn handle_events(&self) -> bool {
         let mut moved = false;
         loop {
-            let event = self.session.lock().poll_event();
+            let event = self.state.lock().session.poll_event();
             let Some(event) = event else { break };
             moved = true;
             self.notify(&event);
@@ -732,10 +732,10 @@ impl Inner {
 
     /// Arms the handshake deadline, once, when the transport attaches.
     fn arm_handshake_timeout(&self) {
-        let Some(after) = self.session.lock().limits().handshake_timeout() else {
+        let mut state = self.state.lock();
+        let Some(after) = state.session.limits().handshake_timeout() else {
             return;
         };
-        let mut state = self.state.lock();
         if state.handshake_timer.is_some() || state.handshake_done || state.error.is_some() {
             return;
         }
@@ -783,35 +783,29 @@ impl Inner {
         }
 
         // The ciphertext output.
-        let (write_closed, wants_write) = {
-            let session = self.session.lock();
-            (session.is_write_closed(), session.wants_write())
-        };
-        let ending = {
-            let state = self.state.lock();
+        let (ending, stop_input) = {
+            let mut state = self.state.lock();
             if state.cipher_out_ended {
                 return;
             }
-            if state.app_ending == Some(Ending::Lost) {
+            let write_closed = state.session.is_write_closed();
+            let wants_write = state.session.wants_write();
+            let ending = if state.app_ending == Some(Ending::Lost) {
                 // The application's stream broke: no close_notify, the peer sees truncation.
-                Some(Ending::Lost)
+                Ending::Lost
             } else if write_closed && !wants_write && state.cipher_pending.is_none() {
                 let clean = state.close_told && state.error.is_none() && !state.truncated;
-                Some(if clean {
+                if clean {
                     Ending::Completed
                 } else {
                     Ending::Lost
-                })
+                }
             } else {
-                None
-            }
-        };
-        let Some(ending) = ending else { return };
-        let stop_input = {
-            let mut state = self.state.lock();
-            let stop = write_closed && state.app_ending.is_none() && !state.plain_in_closed;
-            state.plain_in_closed |= stop;
-            stop
+                return;
+            };
+            let stop_input = write_closed && state.app_ending.is_none() && !state.plain_in_closed;
+            state.plain_in_closed |= stop_input;
+            (ending, stop_input)
         };
         if stop_input {
             // The session takes no more plaintext: let the application's producer know.
@@ -838,35 +832,38 @@ impl Inner {
 
     /// Credit for the transport's producer: room in the session's ciphertext queue.
     fn cipher_credit(&self, link: &Link) -> Credit {
-        let capacity = self.session.lock().ciphertext_capacity();
-        let state = self.state.lock();
-        if state.cipher_in_closed {
-            return link.credit();
-        }
-        link.window(capacity.saturating_sub(state.cipher_held.len()) as u64)
+        let room = {
+            let state = self.state.lock();
+            if state.cipher_in_closed {
+                None
+            } else {
+                Some(
+                    state
+                        .session
+                        .ciphertext_capacity()
+                        .saturating_sub(state.cipher_held.len()),
+                )
+            }
+        };
+        room.map_or_else(|| link.credit(), |room| link.window(room as u64))
     }
 
     /// Credit for the application's producer: room in the session's plaintext queue, once
     /// the peer is authorized.
     fn plain_credit(&self, link: &Link) -> Credit {
-        let capacity = self.session.lock().plaintext_capacity();
-        let state = self.state.lock();
-        if state.authorization != Authorization::Allowed
-            || state.app_ending.is_some()
-            || state.plain_in_closed
-        {
-            return link.credit();
-        }
-        link.window((capacity as u64).saturating_sub(state.plain_held.byte_len()))
-    }
-
-    /// Whether plaintext is held back, so that new plaintext must queue behind it; `None`
-    /// when the application's plaintext is not wanted any more (its stream ended, or the
-    /// session cannot send).
-    fn plaintext_held(&self) -> Option<bool> {
-        let state = self.state.lock();
-        let open = state.app_ending.is_none() && !state.plain_in_closed && !state.cipher_out_ended;
-        open.then(|| !state.plain_held.is_empty())
+        let room = {
+            let state = self.state.lock();
+            if state.authorization != Authorization::Allowed
+                || state.app_ending.is_some()
+                || state.plain_in_closed
+            {
+                None
+            } else {
+                let capacity = state.session.plaintext_capacity() as u64;
+                Some(capacity.saturating_sub(state.plain_held.byte_len()))
+            }
+        };
+        room.map_or_else(|| link.credit(), |room| link.window(room))
     }
 
     /// Aborts all four links and drops what is held.
@@ -976,23 +973,21 @@ impl ByteConsumer for CipherConsumer {
     }
 
     fn consume(&self, link: &Arc<Link>, data: Bytes) -> Credit {
-        let held = {
-            let state = self.0.state.lock();
+        {
+            let mut guard = self.0.state.lock();
+            let state = &mut *guard;
             if state.cipher_in_closed {
+                drop(guard);
                 return link.credit();
             }
-            !state.cipher_held.is_empty()
-        };
-        if held {
-            self.0.state.lock().cipher_held.extend_from_slice(&data);
-        } else {
-            let n = self.0.session.lock().handle_ciphertext_bytes(&data);
-            if n < data.len() {
-                self.0
-                    .state
-                    .lock()
-                    .cipher_held
-                    .extend_from_slice(&data[n..]);
+            // Behind held ciphertext, or what the session cannot take now, waits.
+            let taken = if state.cipher_held.is_empty() {
+                state.session.handle_ciphertext_bytes(&data)
+            } else {
+                0
+            };
+            if taken < data.len() {
+                state.cipher_held.extend_from_slice(&data[taken..]);
             }
         }
         self.0.pump();
@@ -1084,16 +1079,18 @@ impl ByteConsumer for PlainConsumer {
     }
 
     fn consume(&self, link: &Arc<Link>, data: Bytes) -> Credit {
-        let Some(held) = self.0.plaintext_held() else {
-            return link.credit();
-        };
-        if held {
-            self.0.state.lock().plain_held.push(data);
-        } else {
-            // A closed session drops the data; `pass_ends` aborts this link then.
-            let rest = self.0.session.lock().write_plaintext_bytes(data);
-            if let Ok(rest) = rest {
-                self.0.state.lock().plain_held.push(rest);
+        {
+            let mut guard = self.0.state.lock();
+            let state = &mut *guard;
+            if !state.takes_plaintext() {
+                drop(guard);
+                return link.credit();
+            }
+            if !state.plain_held.is_empty() {
+                state.plain_held.push(data);
+            } else if let Ok(rest) = state.session.write_plaintext_bytes(data) {
+                // (A closed session drops the data; `pass_ends` aborts this link then.)
+                state.plain_held.push(rest);
             }
         }
         self.0.pump();
@@ -1105,23 +1102,21 @@ impl ByteConsumer for PlainConsumer {
     }
 
     fn consume_chunks(&self, link: &Arc<Link>, chunks: &mut Chunks) -> Credit {
-        let Some(held) = self.0.plaintext_held() else {
-            chunks.clear();
-            return link.credit();
-        };
-        if !held {
+        {
+            let mut guard = self.0.state.lock();
+            let state = &mut *guard;
+            if !state.takes_plaintext() {
+                drop(guard);
+                chunks.clear();
+                return link.credit();
+            }
             // A closed session drops the data; `pass_ends` aborts this link then.
-            if self
-                .0
-                .session
-                .lock()
-                .write_plaintext_chunks(chunks)
-                .is_err()
+            if state.plain_held.is_empty() && state.session.write_plaintext_chunks(chunks).is_err()
             {
                 chunks.clear();
             }
+            state.plain_held.append(chunks);
         }
-        self.0.state.lock().plain_held.append(chunks);
         self.0.pump();
         self.0.plain_credit(link)
     }
