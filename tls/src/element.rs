@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::{Arc, Weak};
 
 use bytes::{Bytes, BytesMut};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use weir_io::{
     ByteConsumer, ByteIoPair, ByteProducer, Chunks, ControlReply, Credentials, Credit, Ending,
     IoControl, Link, LinkSlot,
@@ -218,12 +218,87 @@ struct State {
     aborted: bool,
 }
 
+/// The element's state, locked.
+type Locked<'a> = MutexGuard<'a, State>;
+
 impl State {
     /// Whether the application's plaintext is still wanted (its stream has not ended, and the
     /// session can still send).
     fn takes_plaintext(&self) -> bool {
         self.app_ending.is_none() && !self.plain_in_closed && !self.cipher_out_ended
     }
+
+    /// Credit for the transport's producer: room in the session's ciphertext queue.
+    fn cipher_credit(&self, link: &Link) -> Credit {
+        if self.cipher_in_closed {
+            return link.credit();
+        }
+        let room = self.session.ciphertext_capacity();
+        link.window(room.saturating_sub(self.cipher_held.len()) as u64)
+    }
+
+    /// Credit for the application's producer: room in the session's plaintext queue, once
+    /// the peer is authorized.
+    fn plain_credit(&self, link: &Link) -> Credit {
+        if self.authorization != Authorization::Allowed
+            || self.app_ending.is_some()
+            || self.plain_in_closed
+        {
+            return link.credit();
+        }
+        let room = self.session.plaintext_capacity() as u64;
+        link.window(room.saturating_sub(self.plain_held.byte_len()))
+    }
+
+    /// What the application is told about the peer.
+    fn credentials(&self) -> Credentials {
+        let certificate = self
+            .info
+            .as_ref()
+            .and_then(|info| info.peer_certificate_der().map(<[u8]>::to_vec));
+        Credentials {
+            protocol: "TLS".to_string(),
+            identity: certificate.as_deref().and_then(subject_of),
+            certificates: certificate.into_iter().collect(),
+        }
+    }
+}
+
+/// Feeds held ciphertext and plaintext to the session, then the transport's end and the
+/// application's close once nothing is held before them.
+fn feed_held(state: &mut State) -> bool {
+    let transport_end = state.transport_ended && !state.transport_end_told;
+    let close = state.app_ending == Some(Ending::Completed) && !state.close_told;
+    if state.cipher_held.is_empty() && state.plain_held.is_empty() && !transport_end && !close {
+        return false;
+    }
+    let mut moved = false;
+    if !state.cipher_held.is_empty() {
+        let n = state.session.handle_ciphertext(&state.cipher_held);
+        moved |= n > 0;
+        let _ = state.cipher_held.split_to(n);
+    }
+    if !state.plain_held.is_empty() {
+        match state.session.write_plaintext_chunks(&mut state.plain_held) {
+            Ok(n) => moved |= n > 0,
+            Err(_) => {
+                // A closed session drops the data; `pass_ends` aborts the link then.
+                state.plain_held.clear();
+                moved = true;
+            }
+        }
+    }
+    if transport_end && state.cipher_held.is_empty() {
+        state.session.handle_transport_end();
+        state.transport_end_told = true;
+        moved = true;
+    }
+    if close && state.plain_held.is_empty() {
+        state.session.close();
+        state.close_told = true;
+        moved = true;
+    }
+    moved
 }
 
 /// Consumes ciphertext from the transport.
@@ -409,27 +484,29 @@ impl fmt::Debug for TlsElement {
 impl Inner {
     /// Moves everything that can move: feeds held input, drains ciphertext and plaintext as
     /// credit allows, handles events, authorizes, passes ends on and regrants credit.
+    ///
+    /// One lock for the whole pass: each step works on the locked state and lets go of it
+    /// only around its calls out (deliveries, ends, aborts, the event callback), which may
+    /// come back into the element. Taking it afresh for every check cost more than all the
+    /// rest of the element's own work in a handshake.
     fn pump(&self) {
-        {
-            let mut state = self.state.lock();
-            if state.pumping {
-                state.again = true;
-                return;
-            }
-            state.pumping = true;
-            state.again = false;
+        let mut state = self.state.lock();
+        if state.pumping {
+            state.again = true;
+            return;
         }
+        state.pumping = true;
         let mut budget = TURN_BUDGET;
         loop {
-            let mut moved = self.feed_held();
-            moved |= self.send_ciphertext(&mut budget);
-            moved |= self.send_plaintext(&mut budget);
-            moved |= self.handle_events();
-            self.check_output_broken();
-            moved |= self.authorize_if_due();
-            self.pass_ends();
-            self.regrant();
-            let mut state = self.state.lock();
+            state.again = false;
+            let mut moved = feed_held(&mut state);
+            moved |= self.send_ciphertext(&mut state, &mut budget);
+            moved |= self.send_plaintext(&mut state, &mut budget);
+            moved |= self.handle_events(&mut state);
+            self.check_output_broken(&mut state);
+            moved |= self.authorize_if_due(&mut state);
+            self.pass_ends(&mut state);
+            self.regrant(&state);
             if budget == 0 {
                 state.pumping = false;
                 drop(state);
@@ -440,7 +517,6 @@ impl Inner {
                 state.pumping = false;
                 return;
             }
-            state.again = false;
         }
     }
 
@@ -460,47 +536,8 @@ impl Inner {
         });
     }
 
-    /// Feeds held ciphertext and plaintext to the session, then the transport's end and the
-    /// application's close once nothing is held before them.
-    fn feed_held(&self) -> bool {
-        let mut guard = self.state.lock();
-        let state = &mut *guard;
-        let transport_end = state.transport_ended && !state.transport_end_told;
-        let close = state.app_ending == Some(Ending::Completed) && !state.close_told;
-        if state.cipher_held.is_empty() && state.plain_held.is_empty() && !transport_end && !close {
-            return false;
-        }
-        let mut moved = false;
-        if !state.cipher_held.is_empty() {
-            let n = state.session.handle_ciphertext(&state.cipher_held);
-            moved |= n > 0;
-            let _ = state.cipher_held.split_to(n);
-        }
-        if !state.plain_held.is_empty() {
-            match state.session.write_plaintext_chunks(&mut state.plain_held) {
-                Ok(n) => moved |= n > 0,
-                Err(_) => {
-                    // A closed session drops the data; `pass_ends` aborts the link then.
-                    state.plain_held.clear();
-                    moved = true;
-                }
-            }
-        }
-        if transport_end && state.cipher_held.is_empty() {
-            state.session.handle_transport_end();
-            state.transport_end_told = true;
-            moved = true;
-        }
-        if close && state.plain_held.is_empty() {
-            state.session.close();
-            state.close_told = true;
-            moved = true;
-        }
-        moved
-    }
-
     /// Delivers ciphertext to the transport as its credit allows.
-    fn send_ciphertext(&self, budget: &mut usize) -> bool {
+    fn send_ciphertext(&self, state: &mut Locked<'_>, budget: &mut usize) -> bool {
         let Some(link) = self.cipher_out.link() else {
             return false;
         };
@@ -510,25 +547,20 @@ impl Inner {
             if remaining == 0 {
                 break;
             }
-            let chunk = {
-                let mut guard = self.state.lock();
-                let state = &mut *guard;
-                let data = match state.cipher_pending.take() {
-                    Some(data) => Some(data),
-                    None => state.session.poll_ciphertext(),
-                };
-                let Some(mut data) = data else { break };
-                let n = usize::try_from(remaining)
-                    .unwrap_or(usize::MAX)
-                    .min(data.len());
-                let chunk = data.split_to(n);
-                if !data.is_empty() {
-                    state.cipher_pending = Some(data);
-                }
-                chunk
+            let data = match state.cipher_pending.take() {
+                Some(data) => Some(data),
+                None => state.session.poll_ciphertext(),
             };
-            *budget = budget.saturating_sub(chunk.len());
-            if link.deliver(chunk).is_err() {
+            let Some(mut data) = data else { break };
+            let n = usize::try_from(remaining)
+                .unwrap_or(usize::MAX)
+                .min(data.len());
+            let chunk = data.split_to(n);
+            if !data.is_empty() {
+                state.cipher_pending = Some(data);
+            }
+            *budget = budget.saturating_sub(n);
+            if Locked::unlocked(state, || link.deliver(chunk)).is_err() {
                 break;
             }
             moved = true;
@@ -538,12 +570,15 @@ impl Inner {
 
     /// Decrypts and delivers plaintext to the application as its credit allows, once the
     /// peer is authorized.
-    fn send_plaintext(&self, budget: &mut usize) -> bool {
+    fn send_plaintext(&self, state: &mut Locked<'_>, budget: &mut usize) -> bool {
+        if state.authorization != Authorization::Allowed {
+            return false;
+        }
         let Some(link) = self.plain_out.link() else {
             return false;
         };
         let mut moved = false;
-        while *budget > 0 {
+        while *budget > 0 && state.authorization == Authorization::Allowed {
             let remaining = link.remaining();
             if remaining == 0 {
                 break;
@@ -551,16 +586,11 @@ impl Inner {
             let max = usize::try_from(remaining)
                 .unwrap_or(usize::MAX)
                 .min(PLAINTEXT_CHUNK);
-            let data = {
-                let mut state = self.state.lock();
-                if state.authorization != Authorization::Allowed {
-                    break;
-                }
-                state.session.poll_plaintext(max)
+            let Some(data) = state.session.poll_plaintext(max) else {
+                break;
             };
-            let Some(data) = data else { break };
             *budget = budget.saturating_sub(data.len());
-            if link.deliver(data).is_err() {
+            if Locked::unlocked(state, || link.deliver(data)).is_err() {
                 break;
             }
             moved = true;
@@ -569,16 +599,13 @@ impl Inner {
     }
 
     /// Drains the session's events.
-    fn handle_events(&self) -> bool {
+    fn handle_events(&self, state: &mut Locked<'_>) -> bool {
         let mut moved = false;
-        loop {
-            let event = self.state.lock().session.poll_event();
-            let Some(event) = event else { break };
+        while let Some(event) = state.session.poll_event() {
             moved = true;
-            self.notify(&event);
+            Locked::unlocked(state, || self.notify(&event));
             match event {
                 TlsEvent::HandshakeDone(info) => {
-                    let mut state = self.state.lock();
                     state.handshake_done = true;
                     state.info = Some(info);
                     if let Some(timer) = &state.handshake_timer {
@@ -586,21 +613,17 @@ impl Inner {
                     }
                 }
                 TlsEvent::PeerClosed => {
-                    {
-                        let mut state = self.state.lock();
-                        state.peer_closed = true;
-                        state.plain_out_ending.get_or_insert(Ending::Completed);
-                        state.cipher_in_closed = true;
-                    }
+                    state.peer_closed = true;
+                    state.plain_out_ending.get_or_insert(Ending::Completed);
+                    state.cipher_in_closed = true;
                     // Nothing may follow close_notify: the transport can stop reading.
-                    abort_slot(&self.cipher_in);
+                    Locked::unlocked(state, || abort_slot(&self.cipher_in));
                 }
                 TlsEvent::Truncated => {
-                    let mut state = self.state.lock();
                     state.truncated = true;
                     state.plain_out_ending.get_or_insert(Ending::Lost);
                 }
-                TlsEvent::Failed(error) => self.fail(error),
+                TlsEvent::Failed(error) => self.fail(state, error),
             }
         }
         moved
@@ -608,23 +631,21 @@ impl Inner {
 
     /// Acts on a ciphertext output aborted by the transport: during the handshake the session
     /// cannot go on; afterwards the application's producer is told it can write no more.
-    fn check_output_broken(&self) {
-        let (handshaking, stop_input) = {
-            let mut state = self.state.lock();
-            if !state.cipher_out_broken {
-                return;
-            }
-            let handshaking = !state.handshake_done && state.error.is_none();
-            let stop_input = !state.plain_in_closed;
-            state.plain_in_closed = true;
-            (handshaking, stop_input)
-        };
+    fn check_output_broken(&self, state: &mut Locked<'_>) {
+        if !state.cipher_out_broken {
+            return;
+        }
+        let handshaking = !state.handshake_done && state.error.is_none();
+        let stop_input = !state.plain_in_closed;
+        state.plain_in_closed = true;
         if handshaking {
-            self.notify(&TlsEvent::Failed(TlsError::Truncated));
-            self.fail(TlsError::Truncated);
-            abort_slot(&self.cipher_in);
+            Locked::unlocked(state, || {
+                self.notify(&TlsEvent::Failed(TlsError::Truncated));
+            });
+            self.fail(state, TlsError::Truncated);
+            Locked::unlocked(state, || abort_slot(&self.cipher_in));
         } else if stop_input {
-            abort_slot(&self.plain_in);
+            Locked::unlocked(state, || abort_slot(&self.plain_in));
         }
     }
 
@@ -656,71 +677,47 @@ impl Inner {
 
     /// Records a failure: the plaintext output ends `Lost`, input stops, the application can
     /// write no more; the alert is still sent before the transport output ends.
-    fn fail(&self, error: TlsError) {
+    fn fail(&self, state: &mut Locked<'_>, error: TlsError) {
         tracing::debug!(role = ?self.role, %error, "tls element failed");
-        {
-            let mut state = self.state.lock();
-            state.error.get_or_insert_with(|| Arc::new(error));
-            state.plain_out_ending.get_or_insert(Ending::Lost);
-            state.cipher_in_closed = true;
-            state.plain_in_closed = true;
-            state.cipher_held.clear();
-            state.plain_held.clear();
-        }
+        state.error.get_or_insert_with(|| Arc::new(error));
+        state.plain_out_ending.get_or_insert(Ending::Lost);
+        state.cipher_in_closed = true;
+        state.plain_in_closed = true;
+        state.cipher_held.clear();
+        state.plain_held.clear();
         // The transport's input is aborted only once the alert is out (`pass_ends`): on a
         // transport that is another element, the abort would otherwise overtake the alert.
-        abort_slot(&self.plain_in);
+        Locked::unlocked(state, || abort_slot(&self.plain_in));
     }
 
     /// Sends `Authorize` to the application once the handshake is done and its consumer is
     /// attached; a veto aborts everything.
-    fn authorize_if_due(&self) -> bool {
-        let link = {
-            let mut state = self.state.lock();
-            if !state.handshake_done
-                || state.authorization != Authorization::Pending
-                || state.error.is_some()
-            {
-                return false;
-            }
-            let Some(link) = self.plain_out.link().filter(|l| l.is_open()) else {
-                if self.plain_out.link().is_none() {
-                    // No consumer to ask (a write-only application): nobody objects now. A
-                    // consumer that attaches later is asked then, and may still veto.
-                    state.authorization = Authorization::Allowed;
-                    state.authorize_late = true;
-                    return true;
-                }
-                return false;
-            };
-            state.authorization = Authorization::Asking;
-            link
-        };
-        let reply = link.control_downstream(&IoControl::Authorize(self.credentials()));
-        if reply == ControlReply::Denied {
-            self.deny();
-        } else {
-            let mut state = self.state.lock();
-            if state.authorization == Authorization::Asking {
+    fn authorize_if_due(&self, state: &mut Locked<'_>) -> bool {
+        if !state.handshake_done
+            || state.authorization != Authorization::Pending
+            || state.error.is_some()
+        {
+            return false;
+        }
+        let Some(link) = self.plain_out.link().filter(|l| l.is_open()) else {
+            if self.plain_out.link().is_none() {
+                // No consumer to ask (a write-only application): nobody objects now. A
+                // consumer that attaches later is asked then, and may still veto.
                 state.authorization = Authorization::Allowed;
+                state.authorize_late = true;
+                return true;
             }
+            return false;
+        };
+        state.authorization = Authorization::Asking;
+        let question = IoControl::Authorize(state.credentials());
+        let reply = Locked::unlocked(state, || link.control_downstream(&question));
+        if reply == ControlReply::Denied {
+            Locked::unlocked(state, || self.deny());
+        } else if state.authorization == Authorization::Asking {
+            state.authorization = Authorization::Allowed;
         }
         true
-    }
-
-    /// What the application is told about the peer.
-    fn credentials(&self) -> Credentials {
-        let certificate = self
-            .state
-            .lock()
-            .info
-            .as_ref()
-            .and_then(|info| info.peer_certificate_der().map(<[u8]>::to_vec));
-        Credentials {
-            protocol: "TLS".to_string(),
-            identity: certificate.as_deref().and_then(subject_of),
-            certificates: certificate.into_iter().collect(),
-        }
     }
 
     /// The application vetoed the peer: abort everything.
@@ -765,105 +762,67 @@ impl Inner {
 
     /// Passes ends on: the plaintext output's, and the ciphertext output's once the session
     /// has nothing more to send.
-    fn pass_ends(&self) {
+    fn pass_ends(&self, state: &mut Locked<'_>) {
         // The plaintext output.
-        let ending = {
-            let state = self.state.lock();
-            if state.plain_out_ended {
-                None
-            } else {
-                state.plain_out_ending
-            }
-        };
-        if let Some(ending) = ending {
+        if let Some(ending) = state.plain_out_ending.filter(|_| !state.plain_out_ended) {
             if let Some(link) = self.plain_out.link().filter(|l| l.is_open()) {
-                self.state.lock().plain_out_ended = true;
-                link.end(ending);
+                state.plain_out_ended = true;
+                Locked::unlocked(state, || link.end(ending));
             }
         }
 
         // The ciphertext output.
-        let (ending, stop_input) = {
-            let mut state = self.state.lock();
-            if state.cipher_out_ended {
-                return;
-            }
-            let write_closed = state.session.is_write_closed();
-            let wants_write = state.session.wants_write();
-            let ending = if state.app_ending == Some(Ending::Lost) {
-                // The application's stream broke: no close_notify, the peer sees truncation.
-                Ending::Lost
-            } else if write_closed && !wants_write && state.cipher_pending.is_none() {
-                let clean = state.close_told && state.error.is_none() && !state.truncated;
-                if clean {
-                    Ending::Completed
-                } else {
-                    Ending::Lost
-                }
+        if state.cipher_out_ended {
+            return;
+        }
+        let write_closed = state.session.is_write_closed();
+        let ending = if state.app_ending == Some(Ending::Lost) {
+            // The application's stream broke: no close_notify, the peer sees truncation.
+            Ending::Lost
+        } else if write_closed && !state.session.wants_write() && state.cipher_pending.is_none() {
+            let clean = state.close_told && state.error.is_none() && !state.truncated;
+            if clean {
+                Ending::Completed
             } else {
-                return;
-            };
-            let stop_input = write_closed && state.app_ending.is_none() && !state.plain_in_closed;
-            state.plain_in_closed |= stop_input;
-            (ending, stop_input)
+                Ending::Lost
+            }
+        } else {
+            return;
         };
-        if stop_input {
+        if write_closed && state.app_ending.is_none() && !state.plain_in_closed {
+            state.plain_in_closed = true;
             // The session takes no more plaintext: let the application's producer know.
-            abort_slot(&self.plain_in);
+            Locked::unlocked(state, || abort_slot(&self.plain_in));
         }
         if let Some(link) = self.cipher_out.link().filter(|l| l.is_open()) {
-            self.state.lock().cipher_out_ended = true;
-            link.end(ending);
-            if self.state.lock().error.is_some() {
-                abort_slot(&self.cipher_in);
+            state.cipher_out_ended = true;
+            Locked::unlocked(state, || link.end(ending));
+            if state.error.is_some() {
+                Locked::unlocked(state, || abort_slot(&self.cipher_in));
             }
         }
     }
 
-    /// Raises the credit of both inputs to what the session can take now.
-    fn regrant(&self) {
+    /// Raises the credit of both inputs to what the session can take now. (A grant on the
+    /// reactor thread only raises the link's counters and queues the producer's call: it
+    /// does not come back into the element, so the lock may stay held.)
+    fn regrant(&self, state: &State) {
         if let Some(link) = self.cipher_in.link() {
-            link.grant(self.cipher_credit(&link));
+            link.grant(state.cipher_credit(&link));
         }
         if let Some(link) = self.plain_in.link() {
-            link.grant(self.plain_credit(&link));
+            link.grant(state.plain_credit(&link));
         }
     }
 
-    /// Credit for the transport's producer: room in the session's ciphertext queue.
+    /// Credit for the transport's producer.
     fn cipher_credit(&self, link: &Link) -> Credit {
-        let room = {
-            let state = self.state.lock();
-            if state.cipher_in_closed {
-                None
-            } else {
-                Some(
-                    state
-                        .session
-                        .ciphertext_capacity()
-                        .saturating_sub(state.cipher_held.len()),
-                )
-            }
-        };
-        room.map_or_else(|| link.credit(), |room| link.window(room as u64))
+        self.state.lock().cipher_credit(link)
     }
 
-    /// Credit for the application's producer: room in the session's plaintext queue, once
-    /// the peer is authorized.
+    /// Credit for the application's producer.
     fn plain_credit(&self, link: &Link) -> Credit {
-        let room = {
-            let state = self.state.lock();
-            if state.authorization != Authorization::Allowed
-                || state.app_ending.is_some()
-                || state.plain_in_closed
-            {
-                None
-            } else {
-                let capacity = state.session.plaintext_capacity() as u64;
-                Some(capacity.saturating_sub(state.plain_held.byte_len()))
-            }
-        };
-        room.map_or_else(|| link.credit(), |room| link.window(room))
+        self.state.lock().plain_credit(link)
     }
 
     /// Aborts all four links and drops what is held.
@@ -1218,7 +1177,8 @@ impl Inner {
         self.reactor.call(move || {
             let link = me.plain_out.link().filter(|l| l.is_open());
             if let Some(link) = link {
-                let reply = link.control_downstream(&IoControl::Authorize(me.credentials()));
+                let credentials = me.state.lock().credentials();
+                let reply = link.control_downstream(&IoControl::Authorize(credentials));
                 if reply == ControlReply::Denied {
                     me.deny();
                 }
