@@ -4,6 +4,14 @@
 //! ```text
 //! cargo run -p weir-bench --release --bin tls_bench
 //! ```
+//!
+//! Both sides are set up once and stay up; then they take turns: bulk rounds (one echo of
+//! `TLS_BENCH_BULK_MIB` MiB each, `TLS_BENCH_BULK_ROUNDS` of them) and handshake rounds
+//! (`TLS_BENCH_HANDSHAKES` sequential connections that each echo one byte,
+//! `TLS_BENCH_ROUNDS` of them), alternating which side goes first. A round's two halves run
+//! a fraction of a second apart, so the median of the rounds' own ratios survives the
+//! bursts of load of a shared machine. `TLS_BENCH_ONLY=weir` (or `tokio`) runs one side,
+//! for profiling.
 
 #[path = "../../../tls/tests/common/mod.rs"]
 #[allow(missing_docs)]
@@ -22,20 +30,12 @@ use weir_reactor::Reactor;
 use weir_sock::{AgentConfig, ConnectOptions, ListenOptions};
 use weir_tls::net::{self, TlsListener};
 
-/// Bytes echoed in the bulk test (`TLS_BENCH_BULK_MIB` overrides, for profiling).
-fn bulk() -> u64 {
-    let mib = std::env::var("TLS_BENCH_BULK_MIB")
+/// A number from the environment, or `default`.
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(256u64);
-    mib * 1024 * 1024
-}
-/// Connections in the handshake test (`TLS_BENCH_HANDSHAKES` overrides, for profiling).
-fn handshakes() -> usize {
-    std::env::var("TLS_BENCH_HANDSHAKES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200)
+        .unwrap_or(default)
 }
 
 /// Echo hooks.
@@ -122,50 +122,100 @@ fn weir_handshakes(
     weir_client(&reactor, &config, &address, 1, done);
 }
 
-/// (bulk MiB/s, handshakes/s) for weir.
-fn weir_run() -> (f64, f64) {
-    let reactor = Reactor::new().unwrap();
-    let thread = reactor.start().unwrap();
-    let r = reactor.clone();
-    let listener = TlsListener::bind(
-        &reactor,
-        &"127.0.0.1:0".parse().unwrap(),
-        common::pki().localhost.server_config(),
-        ListenOptions::default(),
-        AgentConfig::default(),
-        move |connection| {
-            let echo = ByteWAgent::new(&r, 64 * 1024, Echo);
-            let _ = connection.plain.attach(&echo.io_pair());
-        },
-    )
-    .unwrap();
-    let address = listener.local_address().clone();
-    let config = common::client_trusting_ca().build().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let start = Instant::now();
-    let done: Done = Box::new(move |ending, received| {
-        let _ = tx.send((ending, received));
-    });
-    weir_client(&reactor, &config, &address, bulk(), done);
-    assert_eq!(rx.recv().unwrap(), (Ending::Completed, bulk()));
-    let bulk = bulk() as f64 / (1024.0 * 1024.0) / start.elapsed().as_secs_f64();
-    let (tx, rx) = mpsc::channel();
-    let start = Instant::now();
-    weir_handshakes(reactor.clone(), config, address, handshakes(), tx);
-    rx.recv().unwrap();
-    let rate = handshakes() as f64 / start.elapsed().as_secs_f64();
-    reactor.stop();
-    let _ = thread.join();
-    (bulk, rate)
+/// weir's side: a reactor on its own thread serving TLS echo.
+struct WeirSide {
+    /// The reactor both the server and the clients run on.
+    reactor: Reactor,
+    /// Its thread, joined on drop.
+    thread: Option<weir_reactor::ReactorThread>,
+    /// The echo server, kept listening.
+    _listener: TlsListener,
+    /// Where it listens.
+    address: weir_sock::Address,
+    /// The clients' configuration (trusting the test CA).
+    config: weir_tls::TlsClientConfig,
 }
 
-/// (bulk MiB/s, handshakes/s) for tokio + tokio-native-tls, on one thread like weir.
-fn tokio_run() -> (f64, f64) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
+impl WeirSide {
+    fn new() -> WeirSide {
+        let reactor = Reactor::new().unwrap();
+        let thread = reactor.start().unwrap();
+        let r = reactor.clone();
+        let listener = TlsListener::bind(
+            &reactor,
+            &"127.0.0.1:0".parse().unwrap(),
+            common::pki().localhost.server_config(),
+            ListenOptions::default(),
+            AgentConfig::default(),
+            move |connection| {
+                let echo = ByteWAgent::new(&r, 64 * 1024, Echo);
+                let _ = connection.plain.attach(&echo.io_pair());
+            },
+        )
         .unwrap();
-    runtime.block_on(async {
+        WeirSide {
+            address: listener.local_address().clone(),
+            reactor,
+            thread: Some(thread),
+            _listener: listener,
+            config: common::client_trusting_ca().build().unwrap(),
+        }
+    }
+
+    /// MiB/s of one echo of `bytes`.
+    fn bulk(&self, bytes: u64) -> f64 {
+        let (tx, rx) = mpsc::channel();
+        let start = Instant::now();
+        let done: Done = Box::new(move |ending, received| {
+            let _ = tx.send((ending, received));
+        });
+        weir_client(&self.reactor, &self.config, &self.address, bytes, done);
+        assert_eq!(rx.recv().unwrap(), (Ending::Completed, bytes));
+        bytes as f64 / (1024.0 * 1024.0) / start.elapsed().as_secs_f64()
+    }
+
+    /// Handshakes/s of `count` sequential one-byte echoes.
+    fn handshakes(&self, count: usize) -> f64 {
+        let (tx, rx) = mpsc::channel();
+        let start = Instant::now();
+        weir_handshakes(
+            self.reactor.clone(),
+            self.config.clone(),
+            self.address.clone(),
+            count,
+            tx,
+        );
+        rx.recv().unwrap();
+        count as f64 / start.elapsed().as_secs_f64()
+    }
+}
+
+impl Drop for WeirSide {
+    fn drop(&mut self) {
+        self.reactor.stop();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// tokio's side: a current-thread runtime (on the caller's thread, like weir's one reactor
+/// thread) serving TLS echo with tokio-native-tls.
+struct TokioSide {
+    /// Runs the server and the clients, inside `block_on`.
+    runtime: tokio::runtime::Runtime,
+    /// Where the server listens.
+    address: std::net::SocketAddr,
+    /// The clients' connector (trusting the test CA).
+    connector: tokio_native_tls::TlsConnector,
+}
+
+impl TokioSide {
+    fn new() -> TokioSide {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let pki = common::pki();
         let identity =
             native_tls::Identity::from_pkcs8(&pki.localhost.cert_pem, &pki.localhost.key_pem)
@@ -181,125 +231,151 @@ fn tokio_run() -> (f64, f64) {
                 .build()
                 .unwrap(),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(async move {
+        let address = runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            tokio::spawn(async move {
+                loop {
+                    let (socket, _) = listener.accept().await.unwrap();
+                    let acceptor = acceptor.clone();
+                    tokio::spawn(async move {
+                        let Ok(stream) = acceptor.accept(socket).await else {
+                            return;
+                        };
+                        let (mut reader, mut writer) = tokio::io::split(stream);
+                        let _ = tokio::io::copy(&mut reader, &mut writer).await;
+                        let _ = writer.shutdown().await;
+                    });
+                }
+            });
+            address
+        });
+        TokioSide {
+            runtime,
+            address,
+            connector,
+        }
+    }
+
+    /// One client: sends `bytes`, half-closes, and returns how many came back.
+    async fn client(&self, bytes: u64) -> u64 {
+        let socket = tokio::net::TcpStream::connect(self.address).await.unwrap();
+        let stream = self.connector.connect("localhost", socket).await.unwrap();
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let send = async move {
+            let chunk = vec![0u8; 64 * 1024];
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                writer.write_all(&chunk[..n]).await.unwrap();
+                left -= n as u64;
+            }
+            writer.shutdown().await.unwrap();
+        };
+        let receive = async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut total = 0u64;
             loop {
-                let (socket, _) = listener.accept().await.unwrap();
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(stream) = acceptor.accept(socket).await else {
-                        return;
-                    };
-                    let (mut reader, mut writer) = tokio::io::split(stream);
-                    let _ = tokio::io::copy(&mut reader, &mut writer).await;
-                    let _ = writer.shutdown().await;
-                });
+                match reader.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n as u64,
+                }
+            }
+            total
+        };
+        let ((), total) = tokio::join!(send, receive);
+        total
+    }
+
+    /// MiB/s of one echo of `bytes`.
+    fn bulk(&self, bytes: u64) -> f64 {
+        let start = Instant::now();
+        assert_eq!(self.runtime.block_on(self.client(bytes)), bytes);
+        bytes as f64 / (1024.0 * 1024.0) / start.elapsed().as_secs_f64()
+    }
+
+    /// Handshakes/s of `count` sequential one-byte echoes.
+    fn handshakes(&self, count: usize) -> f64 {
+        let start = Instant::now();
+        self.runtime.block_on(async {
+            for _ in 0..count {
+                assert_eq!(self.client(1).await, 1);
             }
         });
-        let client = |bytes: u64| {
-            let connector = connector.clone();
-            async move {
-                let socket = tokio::net::TcpStream::connect(address).await.unwrap();
-                let stream = connector.connect("localhost", socket).await.unwrap();
-                let (mut reader, mut writer) = tokio::io::split(stream);
-                let send = async move {
-                    let chunk = vec![0u8; 64 * 1024];
-                    let mut left = bytes;
-                    while left > 0 {
-                        let n = left.min(chunk.len() as u64) as usize;
-                        writer.write_all(&chunk[..n]).await.unwrap();
-                        left -= n as u64;
-                    }
-                    writer.shutdown().await.unwrap();
-                };
-                let receive = async move {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    let mut total = 0u64;
-                    loop {
-                        match reader.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => total += n as u64,
-                        }
-                    }
-                    total
-                };
-                let ((), total) = tokio::join!(send, receive);
-                total
-            }
-        };
-        let start = Instant::now();
-        let total = bulk();
-        assert_eq!(client(total).await, total);
-        let bulk = total as f64 / (1024.0 * 1024.0) / start.elapsed().as_secs_f64();
-        let start = Instant::now();
-        for _ in 0..handshakes() {
-            assert_eq!(client(1).await, 1);
-        }
-        let rate = handshakes() as f64 / start.elapsed().as_secs_f64();
-        (bulk, rate)
-    })
+        count as f64 / start.elapsed().as_secs_f64()
+    }
 }
 
-/// The median of a few samples.
+/// The median of a few samples (NaN for none).
 fn median(mut samples: Vec<f64>) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
     samples.sort_by(f64::total_cmp);
     samples[samples.len() / 2]
 }
 
-fn main() {
-    let only = std::env::var("TLS_BENCH_ONLY").unwrap_or_default();
-    let rounds: usize = std::env::var("TLS_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(9);
-    let (mut weir, mut tokio) = (Vec::new(), Vec::new());
-    // Alternate which side runs first: each run leaves the allocator and the CPU caches in a
-    // different state for the next one.
+/// Runs `rounds` rounds of `weir` and `tokio` (either may be absent), alternating which goes
+/// first; returns the medians of each side's figures and of the rounds' ratios.
+fn rounds(
+    rounds: u64,
+    mut weir: Option<impl FnMut() -> f64>,
+    mut tokio: Option<impl FnMut() -> f64>,
+) -> (f64, f64, f64) {
+    let (mut w, mut t) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        let first_weir = round % 2 == 0;
-        for side in [first_weir, !first_weir] {
-            if side && only != "tokio" {
-                weir.push(weir_run());
-            } else if !side && only != "weir" {
-                tokio.push(tokio_run());
+        // Each run leaves the allocator and the CPU caches in a different state for the next.
+        let weir_first = round % 2 == 0;
+        for weirs_turn in [weir_first, !weir_first] {
+            match (weirs_turn, &mut weir, &mut tokio) {
+                (true, Some(run), _) => w.push(run()),
+                (false, _, Some(run)) => t.push(run()),
+                _ => {}
             }
         }
     }
-    let summary = |runs: &[(f64, f64)]| {
-        if runs.is_empty() {
-            return (f64::NAN, f64::NAN);
-        }
-        (
-            median(runs.iter().map(|r| r.0).collect()),
-            median(runs.iter().map(|r| r.1).collect()),
-        )
-    };
-    let (weir_bulk, weir_rate) = summary(&weir);
-    let (tokio_bulk, tokio_rate) = summary(&tokio);
-    // The ratios are medians of each round's own ratio: the two runs of a round are next to
-    // each other in time, so a burst of load from another tenant of the machine spoils one
-    // pair rather than tilting the whole figure.
-    let ratios = weir
-        .iter()
-        .zip(&tokio)
-        .map(|(w, t)| (w.0 / t.0, w.1 / t.1))
-        .collect::<Vec<_>>();
-    let (bulk_ratio, rate_ratio) = summary(&ratios);
-    println!(
-        "TLS echo on loopback, {} MiB bulk, {} sequential handshakes, medians of {rounds} \
-         alternating rounds (ratio: median of the rounds' ratios); client and server on one \
-         reactor thread / one current-thread runtime",
-        bulk() >> 20,
-        handshakes()
+    let ratios = w.iter().zip(&t).map(|(w, t)| w / t).collect();
+    (median(w), median(t), median(ratios))
+}
+
+fn main() {
+    let only = std::env::var("TLS_BENCH_ONLY").unwrap_or_default();
+    let bulk_bytes = setting("TLS_BENCH_BULK_MIB", 256) * 1024 * 1024;
+    let bulk_rounds = setting("TLS_BENCH_BULK_ROUNDS", 5);
+    let handshake_rounds = setting("TLS_BENCH_ROUNDS", 25);
+    let handshakes = setting("TLS_BENCH_HANDSHAKES", 100) as usize;
+    let weir = (only != "tokio").then(WeirSide::new);
+    let tokio = (only != "weir").then(TokioSide::new);
+    let bulk = rounds(
+        bulk_rounds,
+        weir.as_ref().map(|side| move || side.bulk(bulk_bytes)),
+        tokio.as_ref().map(|side| move || side.bulk(bulk_bytes)),
     );
-    println!("{:<28} {:>12} {:>12} {:>8}", "", "weir", "tokio", "ratio");
-    println!(
-        "{:<28} {:>12.1} {:>12.1} {:>8.2}",
-        "bulk echo MiB/s (each way)", weir_bulk, tokio_bulk, bulk_ratio
+    let rate = rounds(
+        handshake_rounds,
+        weir.as_ref()
+            .map(|side| move || side.handshakes(handshakes)),
+        tokio
+            .as_ref()
+            .map(|side| move || side.handshakes(handshakes)),
     );
     println!(
-        "{:<28} {:>12.1} {:>12.1} {:>8.2}",
-        "handshakes/s (+1 B echo)", weir_rate, tokio_rate, rate_ratio
+        "TLS echo on loopback, client and server on one reactor thread / one current-thread \
+         runtime; medians of alternating rounds, ratio = median of the rounds' own ratios"
+    );
+    println!("{:<36} {:>10} {:>10} {:>8}", "", "weir", "tokio", "ratio");
+    println!(
+        "{:<36} {:>10.1} {:>10.1} {:>8.2}",
+        format!("bulk echo MiB/s ({bulk_rounds} x {} MiB)", bulk_bytes >> 20),
+        bulk.0,
+        bulk.1,
+        bulk.2
+    );
+    println!(
+        "{:<36} {:>10.1} {:>10.1} {:>8.2}",
+        format!("handshakes/s ({handshake_rounds} x {handshakes})"),
+        rate.0,
+        rate.1,
+        rate.2
     );
 }
