@@ -459,6 +459,16 @@ impl TlsSession {
         let Stage::Established(stream) = &mut self.stage else {
             return 0;
         };
+        let starved = {
+            let queues = self.transport.lock();
+            queues.incoming.is_empty() && !queues.incoming_ended
+        };
+        if starved && stream.buffered_read_size().is_ok_and(|held| held == 0) {
+            // No new ciphertext and no decrypted bytes held back: OpenSSL could only ask the
+            // transport and hear "would block", at ~4 000 instructions a call (and the pump
+            // asks whenever the application has credit).
+            return 0;
+        }
         let result = stream.read(buf);
         let n = match result {
             Ok(0) => {

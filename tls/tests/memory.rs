@@ -432,3 +432,29 @@ fn plaintext_chunks_beyond_the_capacity_stay_with_the_caller() {
     assert_eq!(pair.server_side.received, data[..capacity]);
     assert_eq!(rest, data[capacity..]);
 }
+
+/// A record read a few bytes at a time comes out whole with no new ciphertext: what OpenSSL
+/// decrypted and holds back is read, though the transport has nothing more (the session skips
+/// asking OpenSSL only when neither holds anything).
+#[test]
+fn a_record_read_in_small_pieces_comes_out_whole_without_more_ciphertext() {
+    let mut pair = Pair::localhost();
+    pair.handshake();
+    let data = pattern(16 * 1024, 3);
+    assert_eq!(pair.client.write_plaintext(&data).unwrap(), data.len());
+    let ciphertext = pair.client.poll_ciphertext().unwrap();
+    assert_eq!(pair.server.handle_ciphertext(&ciphertext), ciphertext.len());
+
+    let mut received = Vec::new();
+    while let Some(piece) = pair.server.poll_plaintext(100) {
+        assert!(piece.len() <= 100);
+        received.extend_from_slice(&piece);
+    }
+    assert!(received == data, "got {} of {} bytes", received.len(), data.len());
+    // Nothing more until more ciphertext comes; then it is read at once.
+    assert_eq!(pair.server.read_plaintext(&mut [0; 16]), 0);
+    assert_eq!(pair.client.write_plaintext(b"more").unwrap(), 4);
+    let ciphertext = pair.client.poll_ciphertext().unwrap();
+    pair.server.handle_ciphertext(&ciphertext);
+    assert_eq!(pair.server.poll_plaintext(100).as_deref(), Some(&b"more"[..]));
+}
