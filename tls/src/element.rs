@@ -940,13 +940,13 @@ impl ByteConsumer for CipherConsumer {
                 return link.credit();
             }
             // Behind held ciphertext, or what the session cannot take now, waits.
-            let taken = if state.cipher_held.is_empty() {
-                state.session.handle_ciphertext_bytes(&data)
+            let rest = if state.cipher_held.is_empty() {
+                state.session.handle_ciphertext_bytes(data)
             } else {
-                0
+                data
             };
-            if taken < data.len() {
-                state.cipher_held.extend_from_slice(&data[taken..]);
+            if !rest.is_empty() {
+                state.cipher_held.extend_from_slice(&rest);
             }
         }
         self.0.pump();

@@ -319,10 +319,18 @@ impl TlsSession {
         })
     }
 
-    /// Like [`handle_ciphertext`](Self::handle_ciphertext), queueing the bytes taken without
-    /// copying them.
-    pub fn handle_ciphertext_bytes(&mut self, ciphertext: &Bytes) -> usize {
-        self.take_ciphertext(ciphertext.len(), |n| ciphertext.slice(..n))
+    /// Like [`handle_ciphertext`](Self::handle_ciphertext) for a chunk taken without copying;
+    /// returns the part that was not taken (empty when all of it was).
+    pub fn handle_ciphertext_bytes(&mut self, mut ciphertext: Bytes) -> Bytes {
+        let mut rest = Bytes::new();
+        // Moved in whole when it fits: slicing a `Bytes` made from a `Vec` allocates.
+        self.take_ciphertext(ciphertext.len(), |n| {
+            if n < ciphertext.len() {
+                rest = ciphertext.split_off(n);
+            }
+            ciphertext
+        });
+        rest
     }
 
     /// Takes the first bytes of `len` offered, as many as there is room for; `first(n)` gives

@@ -458,3 +458,46 @@ fn a_record_read_in_small_pieces_comes_out_whole_without_more_ciphertext() {
     pair.server.handle_ciphertext(&ciphertext);
     assert_eq!(pair.server.poll_plaintext(100).as_deref(), Some(&b"more"[..]));
 }
+
+/// Ciphertext offered as `Bytes` beyond the incoming bound: the session takes what fits and
+/// hands back exactly the rest, which goes in later; nothing is lost or repeated.
+#[test]
+fn ciphertext_bytes_beyond_the_bound_come_back_as_the_rest() {
+    let limit = 8 * 1024;
+    let client_config = common::client_trusting_ca()
+        .with_limits(TlsLimits::default().with_incoming_ciphertext(limit))
+        .build()
+        .unwrap();
+    let client = TlsSession::client(&client_config, "localhost").unwrap();
+    let server = TlsSession::server(&pki().localhost.server_config()).unwrap();
+    let mut pair = Pair::new(client, server);
+    pair.handshake();
+
+    let data = pattern(64 * 1024, 4);
+    assert_eq!(pair.server.write_plaintext(&data).unwrap(), data.len());
+    let mut wire = bytes::BytesMut::new();
+    while let Some(ciphertext) = pair.server.poll_ciphertext() {
+        wire.extend_from_slice(&ciphertext);
+    }
+    let mut offered = wire.freeze();
+    let total = offered.len();
+    let mut received = Vec::new();
+    let mut buf = vec![0; 4096];
+    for _ in 0..1000 {
+        if offered.is_empty() {
+            break;
+        }
+        let before = offered.len();
+        offered = pair.client.handle_ciphertext_bytes(offered);
+        assert!(before - offered.len() <= limit, "took more than the bound");
+        loop {
+            let n = pair.client.read_plaintext(&mut buf);
+            if n == 0 {
+                break;
+            }
+            received.extend_from_slice(&buf[..n]);
+        }
+    }
+    assert!(offered.is_empty(), "{} of {total} bytes never went in", offered.len());
+    assert!(received == data, "got {} of {} bytes", received.len(), data.len());
+}
