@@ -506,15 +506,16 @@ impl Inner {
             self.check_output_broken(&mut state);
             moved |= self.authorize_if_due(&mut state);
             self.pass_ends(&mut state);
-            self.regrant(&state);
             if budget == 0 {
                 state.pumping = false;
+                self.regrant(&state);
                 drop(state);
                 self.queue_pump();
                 return;
             }
             if !moved && !state.again {
                 state.pumping = false;
+                self.regrant(&state);
                 return;
             }
         }
@@ -538,6 +539,9 @@ impl Inner {
 
     /// Delivers ciphertext to the transport as its credit allows.
     fn send_ciphertext(&self, state: &mut Locked<'_>, budget: &mut usize) -> bool {
+        if state.cipher_pending.is_none() && !state.session.wants_write() {
+            return false;
+        }
         let Some(link) = self.cipher_out.link() else {
             return false;
         };
@@ -571,7 +575,7 @@ impl Inner {
     /// Decrypts and delivers plaintext to the application as its credit allows, once the
     /// peer is authorized.
     fn send_plaintext(&self, state: &mut Locked<'_>, budget: &mut usize) -> bool {
-        if state.authorization != Authorization::Allowed {
+        if state.authorization != Authorization::Allowed || !state.session.can_read() {
             return false;
         }
         let Some(link) = self.plain_out.link() else {
@@ -803,9 +807,9 @@ impl Inner {
         }
     }
 
-    /// Raises the credit of both inputs to what the session can take now. (A grant on the
-    /// reactor thread only raises the link's counters and queues the producer's call: it
-    /// does not come back into the element, so the lock may stay held.)
+    /// Raises the credit of both inputs to what the session can take now, once as a pump
+    /// ends: a grant only queues the producer's `on_credit`, which runs after the pump
+    /// anyway. (It does not come back into the element, so the lock may stay held.)
     fn regrant(&self, state: &State) {
         if let Some(link) = self.cipher_in.link() {
             link.grant(state.cipher_credit(&link));

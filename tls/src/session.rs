@@ -461,22 +461,12 @@ impl TlsSession {
     /// [`poll_plaintext`](Self::poll_plaintext)) until it returns `0` to find close_notify,
     /// truncation and failures.
     pub fn read_plaintext(&mut self, buf: &mut [u8]) -> usize {
-        if buf.is_empty() || self.read_state == DirectionState::Ended {
+        if buf.is_empty() || !self.can_read() {
             return 0;
         }
         let Stage::Established(stream) = &mut self.stage else {
             return 0;
         };
-        let starved = {
-            let queues = self.transport.lock();
-            queues.incoming.is_empty() && !queues.incoming_ended
-        };
-        if starved && stream.buffered_read_size().is_ok_and(|held| held == 0) {
-            // No new ciphertext and no decrypted bytes held back: OpenSSL could only ask the
-            // transport and hear "would block", at ~4 000 instructions a call (and the pump
-            // asks whenever the application has credit).
-            return 0;
-        }
         let result = stream.read(buf);
         let n = match result {
             Ok(0) => {
@@ -534,6 +524,25 @@ impl TlsSession {
             }
             (filled > 0).then(|| Bytes::copy_from_slice(&buf[..filled]))
         })
+    }
+
+    /// Whether reading could make progress now: there is ciphertext OpenSSL has not seen, an
+    /// end of the transport it has not been told, or decrypted bytes it holds back. When
+    /// `false`, [`read_plaintext`](Self::read_plaintext) returns `0` and
+    /// [`poll_plaintext`](Self::poll_plaintext) `None` without asking OpenSSL, which could only
+    /// ask the transport and hear "would block" (~4 000 instructions a call).
+    pub fn can_read(&self) -> bool {
+        if self.read_state == DirectionState::Ended {
+            return false;
+        }
+        let Stage::Established(stream) = &self.stage else {
+            return false;
+        };
+        let fresh = {
+            let queues = self.transport.lock();
+            !queues.incoming.is_empty() || queues.incoming_ended
+        };
+        fresh || !stream.buffered_read_size().is_ok_and(|held| held == 0)
     }
 
     /// Takes the next event, if any.
