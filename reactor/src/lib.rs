@@ -45,7 +45,7 @@ mod reactor;
 mod timer;
 
 pub use handle::{ByteHandle, CloseReason, Direction, Interest};
-pub use reactor::{Reactor, ReactorThread, Token, CALLS_PER_TURN};
+pub use reactor::{Reactor, ReactorThread, Token};
 pub use timer::Timer;
 
 use std::fmt;

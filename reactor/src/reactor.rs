@@ -19,10 +19,6 @@ use crate::poller::{Poller, Ready};
 use crate::timer::{Call, Timer, TimerQueue};
 use crate::ReactorError;
 
-/// Most calls one loop turn runs once those queued before it have run: calls queued by
-/// calls go on in the same turn up to this many, then the loop looks for I/O.
-pub const CALLS_PER_TURN: usize = 256;
-
 /// Not yet run.
 const IDLE: u8 = 0;
 /// The loop is running.
@@ -256,10 +252,10 @@ impl Reactor {
 
     /// Queues `f` to run on the reactor thread, after everything queued before it.
     ///
-    /// Always deferred, also when called on the reactor thread. Calls queued by calls run in
-    /// the same loop turn, up to [`CALLS_PER_TURN`] of them; the rest wait until the loop
-    /// has looked for I/O again, so a call that queues itself cannot starve I/O. After the
-    /// loop has finished, `f` is dropped without running.
+    /// Always deferred, also when called on the reactor thread: a call queued while the loop
+    /// runs calls starts in the next loop turn, after the loop has looked for I/O again, so a
+    /// call that queues itself cannot starve I/O. After the loop has finished, `f` is dropped
+    /// without running.
     #[doc(alias = "call_when_running")]
     pub fn call(&self, f: impl FnOnce() + Send + 'static) {
         if self.is_finished() {
@@ -719,28 +715,14 @@ impl Loop {
         }
     }
 
-    /// Runs the calls queued before this turn, then those they queue as long as fewer than
-    /// [`CALLS_PER_TURN`] have run: a chain of calls (a credit announced, answered by a
-    /// delivery that announces credit) goes on without a system call to look for I/O
-    /// between its links, and a call that queues itself still lets I/O in.
+    /// Runs the calls queued before this turn; calls they queue wait for the next turn.
     fn run_calls(&mut self) {
-        let mut ran = 0;
-        loop {
-            std::mem::swap(&mut self.calls, &mut *self.shared.calls.lock());
-            if self.calls.is_empty() {
-                return;
-            }
-            while let Some(call) = self.calls.pop_front() {
-                guarded("a call", call);
-                ran += 1;
-                if self.shared.stop_requested.load(Ordering::Acquire) {
-                    // Stop takes effect after the current batch; later calls are dropped.
-                    self.calls.clear();
-                    return;
-                }
-            }
-            if ran >= CALLS_PER_TURN {
-                return;
+        std::mem::swap(&mut self.calls, &mut *self.shared.calls.lock());
+        while let Some(call) = self.calls.pop_front() {
+            guarded("a call", call);
+            if self.shared.stop_requested.load(Ordering::Acquire) {
+                // Stop takes effect after the current batch; later calls are dropped.
+                self.calls.clear();
             }
         }
     }

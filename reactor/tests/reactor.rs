@@ -260,58 +260,6 @@ fn a_self_rescheduling_call_does_not_starve_io() {
     thread.join().unwrap();
 }
 
-/// A call queued by a call runs in the same loop turn, before the I/O that became ready
-/// meanwhile is dispatched; a chain longer than `CALLS_PER_TURN` still lets that I/O in.
-#[test]
-fn calls_queued_by_calls_run_in_the_same_turn_up_to_the_bound() {
-    let (reactor, thread) = started();
-    let (a, b) = UnixStream::pair().unwrap();
-    a.set_nonblocking(true).unwrap();
-    let handle = Recorder::with_stream(a);
-    reactor
-        .register(handle.fd(), Interest::READ, handle.clone())
-        .unwrap();
-    /// Counts itself down, queueing itself again; reports the reads seen when it gets to 0.
-    fn chain(reactor: Reactor, left: usize, handle: Arc<Recorder>, done: mpsc::Sender<usize>) {
-        if left == 0 {
-            let _ = done.send(handle.reads.load(Ordering::SeqCst));
-            return;
-        }
-        let r = reactor.clone();
-        reactor.call(move || chain(r, left - 1, handle, done));
-    }
-    let (tx, rx) = mpsc::channel();
-    let (r, h, t) = (reactor.clone(), handle.clone(), tx.clone());
-    let mut writer = b.try_clone().unwrap();
-    reactor.call(move || {
-        // Readable from now on; the chain of ten was queued in the same breath.
-        writer.write_all(b"x").unwrap();
-        chain(r, 10, h, t);
-    });
-    let reads = rx.recv_timeout(PATIENCE).unwrap();
-    assert_eq!(
-        reads, 0,
-        "a call queued by a call waited for the loop to look for I/O"
-    );
-    handle.wait_data(1);
-
-    // A chain longer than the bound: the second byte is read before it ends.
-    let reads_before = handle.reads.load(Ordering::SeqCst);
-    let (r, h, mut writer) = (reactor.clone(), handle.clone(), b);
-    reactor.call(move || {
-        writer.write_all(b"y").unwrap();
-        chain(r, 4 * weir_reactor::CALLS_PER_TURN, h, tx);
-    });
-    let reads = rx.recv_timeout(PATIENCE).unwrap();
-    assert!(
-        reads > reads_before,
-        "the chain kept I/O out for more than one turn"
-    );
-    handle.wait_data(2);
-    reactor.stop();
-    thread.join().unwrap();
-}
-
 #[test]
 fn hang_up_closes_output_and_lets_input_drain_without_spinning() {
     let (reactor, thread) = started();
