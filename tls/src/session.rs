@@ -113,7 +113,7 @@ impl HandshakeInfo {
 /// |---|---|
 /// | inputs | [`handle_ciphertext`], [`handle_transport_end`], [`write_plaintext`], [`close`] |
 /// | outputs | [`poll_ciphertext`], [`read_plaintext`] / [`poll_plaintext`], [`poll_event`] |
-/// | flow control | [`ciphertext_capacity`], [`plaintext_capacity`], [`wants_write`] |
+/// | flow control | [`ciphertext_capacity`], [`plaintext_capacity`], [`wants_write`], [`can_read`] |
 /// | state | [`is_handshaking`], [`is_read_closed`], [`is_write_closed`], [`is_finished`] |
 /// | facts | [`handshake_info`], [`role`], [`limits`](Self::limits) |
 ///
@@ -202,6 +202,7 @@ impl HandshakeInfo {
 /// [`ciphertext_capacity`]: Self::ciphertext_capacity
 /// [`plaintext_capacity`]: Self::plaintext_capacity
 /// [`wants_write`]: Self::wants_write
+/// [`can_read`]: Self::can_read
 /// [`is_handshaking`]: Self::is_handshaking
 /// [`is_read_closed`]: Self::is_read_closed
 /// [`is_write_closed`]: Self::is_write_closed
