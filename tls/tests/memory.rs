@@ -450,13 +450,21 @@ fn a_record_read_in_small_pieces_comes_out_whole_without_more_ciphertext() {
         assert!(piece.len() <= 100);
         received.extend_from_slice(&piece);
     }
-    assert!(received == data, "got {} of {} bytes", received.len(), data.len());
+    assert!(
+        received == data,
+        "got {} of {} bytes",
+        received.len(),
+        data.len()
+    );
     // Nothing more until more ciphertext comes; then it is read at once.
     assert_eq!(pair.server.read_plaintext(&mut [0; 16]), 0);
     assert_eq!(pair.client.write_plaintext(b"more").unwrap(), 4);
     let ciphertext = pair.client.poll_ciphertext().unwrap();
     pair.server.handle_ciphertext(&ciphertext);
-    assert_eq!(pair.server.poll_plaintext(100).as_deref(), Some(&b"more"[..]));
+    assert_eq!(
+        pair.server.poll_plaintext(100).as_deref(),
+        Some(&b"more"[..])
+    );
 }
 
 /// Ciphertext offered as `Bytes` beyond the incoming bound: the session takes what fits and
@@ -498,6 +506,15 @@ fn ciphertext_bytes_beyond_the_bound_come_back_as_the_rest() {
             received.extend_from_slice(&buf[..n]);
         }
     }
-    assert!(offered.is_empty(), "{} of {total} bytes never went in", offered.len());
-    assert!(received == data, "got {} of {} bytes", received.len(), data.len());
+    assert!(
+        offered.is_empty(),
+        "{} of {total} bytes never went in",
+        offered.len()
+    );
+    assert!(
+        received == data,
+        "got {} of {} bytes",
+        received.len(),
+        data.len()
+    );
 }
