@@ -178,16 +178,21 @@ fn transport_end_during_handshake_fails_both_ways() {
     ));
 }
 
-#[test]
-fn incoming_ciphertext_stops_at_its_bound_until_plaintext_is_read() {
-    let limit = 32 * 1024;
+/// A localhost pair whose client takes at most `limit` bytes of incoming ciphertext.
+fn pair_with_incoming_limit(limit: usize) -> Pair {
     let client_config = common::client_trusting_ca()
         .with_limits(TlsLimits::default().with_incoming_ciphertext(limit))
         .build()
         .unwrap();
     let client = TlsSession::client(&client_config, "localhost").unwrap();
     let server = TlsSession::server(&pki().localhost.server_config()).unwrap();
-    let mut pair = Pair::new(client, server);
+    Pair::new(client, server)
+}
+
+#[test]
+fn incoming_ciphertext_stops_at_its_bound_until_plaintext_is_read() {
+    let limit = 32 * 1024;
+    let mut pair = pair_with_incoming_limit(limit);
     assert_eq!(pair.client.ciphertext_capacity(), limit);
     pair.handshake();
 
@@ -472,13 +477,7 @@ fn a_record_read_in_small_pieces_comes_out_whole_without_more_ciphertext() {
 #[test]
 fn ciphertext_bytes_beyond_the_bound_come_back_as_the_rest() {
     let limit = 8 * 1024;
-    let client_config = common::client_trusting_ca()
-        .with_limits(TlsLimits::default().with_incoming_ciphertext(limit))
-        .build()
-        .unwrap();
-    let client = TlsSession::client(&client_config, "localhost").unwrap();
-    let server = TlsSession::server(&pki().localhost.server_config()).unwrap();
-    let mut pair = Pair::new(client, server);
+    let mut pair = pair_with_incoming_limit(limit);
     pair.handshake();
 
     let data = pattern(64 * 1024, 4);
