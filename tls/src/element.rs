@@ -93,9 +93,10 @@ type EventCallback = Box<dyn FnMut(&TlsEvent) + Send>;
 /// # Threading and re-entrancy
 ///
 /// `TlsElement` is `Send + Sync + Clone`; its getters work from any thread. The session runs
-/// on the reactor thread only, behind a lock that is never held while calling into a link.
-/// Work triggered from inside a delivery is folded into the pump already running, so the
-/// element never re-enters itself.
+/// on the reactor thread only, behind a lock that is never held while calling anything that
+/// can come back (a delivery, an end, an abort, a control message, the event callback). Work
+/// triggered from inside a delivery is folded into the pump already running, so the element
+/// never re-enters itself.
 ///
 /// # Examples
 ///
@@ -143,7 +144,8 @@ struct Inner {
     plain_out: LinkSlot,
     /// The session and everything else that changes, under one lock (one lock taken is one
     /// locked instruction pair fewer, and the pump takes many). Never held while calling
-    /// into a link or a callback.
+    /// anything that can come back into the element; held across a grant, which only
+    /// raises the link's counters and queues the producer's call.
     state: Mutex<State>,
     /// Told every event.
     on_event: Mutex<Option<EventCallback>>,
