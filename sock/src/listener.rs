@@ -97,11 +97,7 @@ impl Accepted {
         reactor: &Reactor,
         config: AgentConfig,
     ) -> Result<StreamAgent, ReactorError> {
-        let target = match self.peer {
-            Peer::Tcp(address) => Some(Address::Tcp(address)),
-            Peer::Unix(Some(path)) => Some(Address::Unix(path)),
-            _ => None,
-        };
+        let target = Address::from_peer(self.peer);
         StreamAgent::new(reactor, SocketIo::new(self.socket, target), config)
     }
 }

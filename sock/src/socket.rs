@@ -52,6 +52,15 @@ impl Address {
         }
     }
 
+    /// The address a peer names, if it has one (an unnamed Unix peer has none).
+    pub(crate) fn from_peer(peer: Peer) -> Option<Address> {
+        match peer {
+            Peer::Tcp(addr) => Some(Address::Tcp(addr)),
+            Peer::Unix(Some(path)) => Some(Address::Unix(path)),
+            _ => None,
+        }
+    }
+
     /// The address of a socket2 address, if it is TCP or a named Unix socket.
     pub(crate) fn from_sock_addr(addr: &SockAddr) -> Option<Address> {
         if let Some(addr) = addr.as_socket() {
