@@ -88,6 +88,11 @@ pub struct Accepted {
 impl Accepted {
     /// Makes the usual agent for the connection (Versile `VClientSocketFactory.build`).
     ///
+    /// The agent reads once without waiting for the poller, from the reactor's queue: called
+    /// from the listener's factory, that is later in the same loop turn, once the factory
+    /// has attached its chain. A client that spoke first (a TLS ClientHello, a request) is
+    /// served a turn sooner; one that has not costs a read that would block.
+    ///
     /// # Errors
     ///
     /// The reactor refused the descriptor.
@@ -98,7 +103,9 @@ impl Accepted {
         config: AgentConfig,
     ) -> Result<StreamAgent, ReactorError> {
         let target = Address::from_peer(self.peer);
-        StreamAgent::new(reactor, SocketIo::new(self.socket, target), config)
+        let agent = StreamAgent::new(reactor, SocketIo::new(self.socket, target), config)?;
+        agent.inner.read_soon();
+        Ok(agent)
     }
 }
 

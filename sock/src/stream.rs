@@ -552,6 +552,25 @@ impl AgentInner {
         self.start_serving();
     }
 
+    /// Reads from the reactor's queue without waiting for the poller to report the stream
+    /// readable: for an accepted connection, whose client has usually sent its first bytes
+    /// (a TLS ClientHello, a request) by the time the chain behind it is attached. The call
+    /// runs in the turn it is queued in when queued from an I/O callback (as the listener's
+    /// factory is), after the factory has attached the chain; with nothing to read it costs
+    /// one `WouldBlock` read and the poller takes over.
+    pub(crate) fn read_soon(&self) {
+        let Some(me) = self.me.upgrade() else { return };
+        self.reactor.call(move || {
+            let readable = {
+                let state = me.state.lock();
+                state.phase == Phase::Connected && state.input_closed.is_none()
+            };
+            if readable {
+                me.read_ready();
+            }
+        });
+    }
+
     /// First steps once connected: announce, write what is buffered, watch for readiness.
     fn start_serving(&self) {
         if self.phase() != Phase::Connected {

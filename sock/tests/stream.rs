@@ -13,6 +13,7 @@ use common::{pattern_bytes, recorder, wait_for, Running, DEADLINE};
 use parking_lot::Mutex;
 use socket2::Socket;
 use weir_io::{attach, ByteWriter, ControlReply, Ending, HalfClosePolicy, Peer, Window};
+use weir_reactor::Reactor;
 use weir_sock::{
     tcp_pair, unix_pair, Address, AgentConfig, CloseInfo, ConnectOptions, ListenOptions, Listener,
     StreamAgent,
@@ -647,5 +648,48 @@ fn zero_read_and_write_sizes_count_as_one_byte_not_as_the_end() {
         "echo differs: {} of {} bytes",
         echoed.len(),
         data.len()
+    );
+}
+
+/// A client that has spoken before its connection is accepted (a TLS ClientHello, a request)
+/// is read in the loop turn that accepts it: the agent reads from the reactor's queue, right
+/// after the listener's factory has attached the chain, instead of waiting for the poller to
+/// report the socket readable on the next turn.
+#[test]
+fn an_accepted_connection_is_read_in_the_turn_that_accepts_it() {
+    let reactor = Reactor::new().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let r = reactor.clone();
+    let listener = Listener::bind(
+        &reactor,
+        &"127.0.0.1:0".parse().unwrap(),
+        ListenOptions::default(),
+        move |accepted| {
+            let agent = accepted.into_agent(&r, AgentConfig::default()).unwrap();
+            let (sink, record) = recorder(&r, Window::Bytes(4096), ControlReply::Allowed);
+            attach(&agent.io_pair().producer, &sink.consumer()).unwrap();
+            // Queued after the agent's first read, so it runs right after it, in this turn.
+            let tx = tx.clone();
+            r.call(move || {
+                let seen = std::mem::take(&mut record.lock().data);
+                tx.send(seen).unwrap();
+                drop((agent, sink));
+            });
+        },
+    )
+    .unwrap();
+    let Address::Tcp(address) = listener.local_address().clone() else {
+        unreachable!("bound to a TCP address")
+    };
+    // Connected and written before the loop runs: the bytes wait in the kernel.
+    let mut client = TcpStream::connect(address).unwrap();
+    client.write_all(b"hello").unwrap();
+    let thread = reactor.start().unwrap();
+    let seen = rx.recv_timeout(DEADLINE).unwrap();
+    reactor.stop();
+    thread.join().unwrap();
+    assert_eq!(
+        seen, b"hello",
+        "the first bytes were not read in the accepting turn"
     );
 }
