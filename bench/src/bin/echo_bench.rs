@@ -29,109 +29,14 @@
 //! so the ratio printed is tokio/weir: above 1.0 means weir is ahead on every row).
 #![deny(unsafe_code)]
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use rustix::buffer::spare_capacity;
 use rustix::event::epoll::{self, EventData, EventFlags};
 use rustix::event::Timespec;
-
-/// One server under test.
-struct Server {
-    /// Label in the table.
-    name: &'static str,
-    /// The process.
-    child: Child,
-    /// Where it listens.
-    address: SocketAddr,
-}
-
-impl Server {
-    /// Starts `binary` pinned to CPU 0 and waits for its `listening on` line.
-    fn start(name: &'static str, binary: &str) -> io::Result<Server> {
-        let path = std::env::current_exe()?.with_file_name(binary);
-        let mut command = if taskset_works() {
-            let mut c = Command::new("taskset");
-            c.arg("-c").arg("0").arg(&path);
-            c
-        } else {
-            Command::new(&path)
-        };
-        let mut child = command
-            .arg("127.0.0.1:0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| io::Error::other("no stdout"))?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let address = line
-            .trim()
-            .strip_prefix("listening on ")
-            .and_then(|a| a.parse().ok())
-            .ok_or_else(|| io::Error::other(format!("{name}: unexpected first line {line:?}")))?;
-        Ok(Server {
-            name,
-            child,
-            address,
-        })
-    }
-
-    /// CPU time of the server so far, all its threads, to the nanosecond (the first field
-    /// of each thread's `/proc/PID/task/TID/schedstat`; `/proc/PID/stat` counts 10 ms ticks,
-    /// too coarse for one round).
-    fn cpu_time(&self) -> Duration {
-        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.child.id()));
-        let nanos: u64 = tasks
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-            .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
-            .sum();
-        Duration::from_nanos(nanos)
-    }
-
-    /// Resident memory of the server, in bytes.
-    fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Whether `taskset` can pin processes here.
-fn taskset_works() -> bool {
-    Command::new("taskset")
-        .args(["-c", "0", "true"])
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Pins this process to CPU 1.
-fn pin_self() -> bool {
-    Command::new("taskset")
-        .args(["-cp", "1", &std::process::id().to_string()])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
+use weir_bench::{median, paired_ratio, pin_self, taskset_works, Server};
 
 /// Result of one ping-pong run.
 struct PingPong {
@@ -156,17 +61,6 @@ fn round_count() -> usize {
         .and_then(|v| v.parse().ok())
         .filter(|&n| n > 0)
         .unwrap_or(9)
-}
-
-/// The median of `values`.
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-/// The median of the ratios `a[i] / b[i]` of runs made next to each other.
-fn paired_ratio(a: &[f64], b: &[f64]) -> f64 {
-    median(a.iter().zip(b).map(|(a, b)| a / b).collect())
 }
 
 impl PingPong {
@@ -383,7 +277,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bulk_bytes = if quick { 64 << 20 } else { 512 << 20 };
     let idle = if quick { 1000 } else { 10_000 };
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let pinned = taskset_works() && pin_self();
+    let pinned = taskset_works() && pin_self(1);
     println!(
         "echo benchmark: {} CPUs; servers pinned to CPU 0 and load generator to CPU 1: {}",
         cpus,
@@ -399,8 +293,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let label = peer.trim_end_matches("_echo").to_owned();
     println!("peer: {peer}");
     let servers = [
-        Server::start("weir", "weir_echo")?,
-        Server::start("peer", &peer)?,
+        Server::start("weir", "weir_echo", &[])?,
+        Server::start("peer", &peer, &[])?,
     ];
     println!(
         "\n{:<22} {:>12} {:>12} {:>7} | {:>9} {:>9} {:>9} {:>9} | {:>8} {:>8} {:>7}",
@@ -481,7 +375,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         memory[1] / memory[0].max(1.0)
     );
     for server in &servers {
-        eprintln!("{} pid {}", server.name, server.child.id());
+        eprintln!("{} pid {}", server.name, server.pid());
     }
     Ok(())
 }

@@ -5,23 +5,35 @@
 //! cargo run -p weir-bench --release --bin tls_bench
 //! ```
 //!
-//! Both sides are set up once and stay up; then they take turns: bulk rounds (one echo of
-//! `TLS_BENCH_BULK_MIB` MiB each, `TLS_BENCH_BULK_ROUNDS` of them) and handshake rounds
-//! (`TLS_BENCH_HANDSHAKES` sequential connections that each echo one byte,
-//! `TLS_BENCH_ROUNDS` of them), alternating which side goes first. A round's two halves run
-//! a fraction of a second apart, so the median of the rounds' own ratios survives the
-//! bursts of load of a shared machine. `TLS_BENCH_ONLY=weir` (or `tokio`) runs one side,
-//! for profiling.
+//! Two parts, each taking turns between the two sides (alternating which goes first) so that
+//! the median of the rounds' own ratios survives the bursts of load of a shared machine:
+//!
+//! - **One thread each, client and server together.** Both sides are set up once in this
+//!   process, pinned to CPU 0 (weir's reactor thread; tokio's current-thread runtime), and
+//!   stay up: bulk rounds (one echo of `TLS_BENCH_BULK_MIB` MiB each,
+//!   `TLS_BENCH_BULK_ROUNDS` of them) and handshake rounds (`TLS_BENCH_HANDSHAKES`
+//!   sequential connections that each echo one byte, `TLS_BENCH_ROUNDS` of them).
+//!   `TLS_BENCH_ONLY=weir` (or `tokio`) runs one side, for profiling.
+//! - **The servers alone, under a client we did not write.** Each side's echo server runs as
+//!   its own process (this binary with `--serve weir|tokio ADDR`) pinned to CPU 0, and
+//!   `openssl s_time -new` (one full handshake per connection, sequential) runs on CPU 1
+//!   against each in turn for `TLS_BENCH_SERVER_SECS` seconds, `TLS_BENCH_SERVER_ROUNDS`
+//!   times (0 skips this part; so does a missing `openssl`): handshakes/s, and the server's
+//!   CPU time per handshake from `/proc/PID/task/*/schedstat`.
 
 #[path = "../../../tls/tests/common/mod.rs"]
 #[allow(missing_docs)]
 mod common;
 
+use std::ffi::OsStr;
+use std::io;
+use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weir_bench::{median, paired_ratio, pin_self, taskset_works, Server};
 use weir_io::{
     ByteIoPair, ByteSink, ByteSource, ByteWAgent, ByteWriter, Ending, Link, Produce, SinkHooks,
     SourceHooks, WAgentHooks, Window,
@@ -100,8 +112,9 @@ fn weir_client(
         .unwrap();
 }
 
-/// Runs `left` one-byte clients one after the other, each started on the reactor thread when
-/// the previous one ended (as tokio's loop runs on its one thread), then signals `finished`.
+/// Runs `left` one-byte clients one after the other, each started on the reactor thread by
+/// the previous one's end (as tokio's loop starts its next client as soon as one returns),
+/// then signals `finished`.
 fn weir_handshakes(
     reactor: Reactor,
     config: weir_tls::TlsClientConfig,
@@ -113,13 +126,28 @@ fn weir_handshakes(
     let done: Done = Box::new(move |ending, received| {
         assert_eq!((ending, received), (Ending::Completed, 1));
         if left > 1 {
-            r.clone()
-                .call(move || weir_handshakes(r, c, a, left - 1, finished));
+            weir_handshakes(r, c, a, left - 1, finished);
         } else {
             let _ = finished.send(());
         }
     });
     weir_client(&reactor, &config, &address, 1, done);
+}
+
+/// weir's TLS echo server on `reactor`, listening on `address`.
+fn weir_server(reactor: &Reactor, address: &weir_sock::Address) -> io::Result<TlsListener> {
+    let r = reactor.clone();
+    TlsListener::bind(
+        reactor,
+        address,
+        common::pki().localhost.server_config(),
+        ListenOptions::default(),
+        AgentConfig::default(),
+        move |connection| {
+            let echo = ByteWAgent::new(&r, 64 * 1024, Echo);
+            let _ = connection.plain.attach(&echo.io_pair());
+        },
+    )
 }
 
 /// weir's side: a reactor on its own thread serving TLS echo.
@@ -140,19 +168,7 @@ impl WeirSide {
     fn new() -> WeirSide {
         let reactor = Reactor::new().unwrap();
         let thread = reactor.start().unwrap();
-        let r = reactor.clone();
-        let listener = TlsListener::bind(
-            &reactor,
-            &"127.0.0.1:0".parse().unwrap(),
-            common::pki().localhost.server_config(),
-            ListenOptions::default(),
-            AgentConfig::default(),
-            move |connection| {
-                let echo = ByteWAgent::new(&r, 64 * 1024, Echo);
-                let _ = connection.plain.attach(&echo.io_pair());
-            },
-        )
-        .unwrap();
+        let listener = weir_server(&reactor, &"127.0.0.1:0".parse().unwrap()).unwrap();
         WeirSide {
             address: listener.local_address().clone(),
             reactor,
@@ -199,6 +215,33 @@ impl Drop for WeirSide {
     }
 }
 
+/// tokio's TLS acceptor for the test certificate.
+fn tokio_acceptor() -> tokio_native_tls::TlsAcceptor {
+    let pki = common::pki();
+    let identity =
+        native_tls::Identity::from_pkcs8(&pki.localhost.cert_pem, &pki.localhost.key_pem).unwrap();
+    tokio_native_tls::TlsAcceptor::from(native_tls::TlsAcceptor::builder(identity).build().unwrap())
+}
+
+/// Serves TLS echo on `listener` from a task of the current runtime: one task per connection,
+/// `tokio::io::copy` between the stream's halves (what a tokio user writes).
+fn tokio_serve(listener: tokio::net::TcpListener, acceptor: tokio_native_tls::TlsAcceptor) {
+    tokio::spawn(async move {
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let (mut reader, mut writer) = tokio::io::split(stream);
+                let _ = tokio::io::copy(&mut reader, &mut writer).await;
+                let _ = writer.shutdown().await;
+            });
+        }
+    });
+}
+
 /// tokio's side: a current-thread runtime (on the caller's thread, like weir's one reactor
 /// thread) serving TLS echo with tokio-native-tls.
 struct TokioSide {
@@ -216,14 +259,7 @@ impl TokioSide {
             .enable_all()
             .build()
             .unwrap();
-        let pki = common::pki();
-        let identity =
-            native_tls::Identity::from_pkcs8(&pki.localhost.cert_pem, &pki.localhost.key_pem)
-                .unwrap();
-        let acceptor = tokio_native_tls::TlsAcceptor::from(
-            native_tls::TlsAcceptor::builder(identity).build().unwrap(),
-        );
-        let ca = native_tls::Certificate::from_pem(&pki.ca.cert_pem).unwrap();
+        let ca = native_tls::Certificate::from_pem(&common::pki().ca.cert_pem).unwrap();
         let connector = tokio_native_tls::TlsConnector::from(
             native_tls::TlsConnector::builder()
                 .add_root_certificate(ca)
@@ -234,20 +270,7 @@ impl TokioSide {
         let address = runtime.block_on(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let address = listener.local_addr().unwrap();
-            tokio::spawn(async move {
-                loop {
-                    let (socket, _) = listener.accept().await.unwrap();
-                    let acceptor = acceptor.clone();
-                    tokio::spawn(async move {
-                        let Ok(stream) = acceptor.accept(socket).await else {
-                            return;
-                        };
-                        let (mut reader, mut writer) = tokio::io::split(stream);
-                        let _ = tokio::io::copy(&mut reader, &mut writer).await;
-                        let _ = writer.shutdown().await;
-                    });
-                }
-            });
+            tokio_serve(listener, tokio_acceptor());
             address
         });
         TokioSide {
@@ -306,15 +329,6 @@ impl TokioSide {
     }
 }
 
-/// The median of a few samples (NaN for none).
-fn median(mut samples: Vec<f64>) -> f64 {
-    if samples.is_empty() {
-        return f64::NAN;
-    }
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
-}
-
 /// Runs `rounds` rounds of `weir` and `tokio` (either may be absent), alternating which goes
 /// first; returns the medians of each side's figures and of the rounds' ratios.
 fn rounds(
@@ -334,11 +348,123 @@ fn rounds(
             }
         }
     }
-    let ratios = w.iter().zip(&t).map(|(w, t)| w / t).collect();
-    (median(w), median(t), median(ratios))
+    let ratio = paired_ratio(&w, &t);
+    (median(w), median(t), ratio)
 }
 
-fn main() {
+/// `--serve weir|tokio ADDR`: one side's echo server alone, on this thread, until killed.
+fn serve(side: &str, address: &str) -> Result<(), Box<dyn std::error::Error>> {
+    match side {
+        "weir" => {
+            let reactor = Reactor::new()?;
+            let listener = weir_server(&reactor, &address.parse()?)?;
+            println!("listening on {}", listener.local_address());
+            reactor.run()?;
+        }
+        "tokio" => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let listener = tokio::net::TcpListener::bind(address).await?;
+                println!("listening on {}", listener.local_addr()?);
+                tokio_serve(listener, tokio_acceptor());
+                std::future::pending::<io::Result<()>>().await
+            })?;
+        }
+        _ => return Err(format!("--serve takes weir or tokio, not {side:?}").into()),
+    }
+    Ok(())
+}
+
+/// One `openssl s_time -new` run of `secs` seconds against `server`: handshakes/s, and the
+/// server's CPU time per handshake in microseconds.
+fn s_time(server: &Server, secs: u64) -> io::Result<(f64, f64)> {
+    let cpu_before = server.cpu_time();
+    let start = Instant::now();
+    let output = Command::new("openssl")
+        .args(["s_time", "-new", "-connect"])
+        .arg(server.address.to_string())
+        .arg("-time")
+        .arg(secs.to_string())
+        .stderr(Stdio::null())
+        .output()?;
+    let elapsed = start.elapsed();
+    let cpu = server.cpu_time().saturating_sub(cpu_before);
+    let text = String::from_utf8_lossy(&output.stdout);
+    // "N connections in 3.01s; ..." (the first such line; the second repeats N).
+    let count = text
+        .lines()
+        .find_map(|l| {
+            l.split_once(" connections in ")?
+                .0
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .filter(|&n| n > 0)
+        .ok_or_else(|| io::Error::other(format!("{}: s_time said {text:?}", server.name)))?;
+    Ok((
+        count as f64 / elapsed.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / count as f64,
+    ))
+}
+
+/// The servers alone under `openssl s_time`, `rounds` rounds of `secs` seconds each.
+fn server_rounds(rounds: u64, secs: u64) -> Result<(), Box<dyn std::error::Error>> {
+    let pinned = taskset_works() && pin_self(1);
+    let weir_arg: [&OsStr; 2] = ["--serve".as_ref(), "weir".as_ref()];
+    let tokio_arg: [&OsStr; 2] = ["--serve".as_ref(), "tokio".as_ref()];
+    let servers = [
+        Server::start("weir", "tls_bench", &weir_arg)?,
+        Server::start("tokio", "tls_bench", &tokio_arg)?,
+    ];
+    let mut runs: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            runs[i].push(s_time(&servers[i], secs)?);
+        }
+    }
+    let rate = |i: usize| runs[i].iter().map(|r| r.0).collect::<Vec<_>>();
+    let cpu = |i: usize| runs[i].iter().map(|r| r.1).collect::<Vec<_>>();
+    println!(
+        "\nTLS echo servers alone, each its own process on CPU 0, under `openssl s_time -new` \
+         (one connection at a time) on CPU 1{}; {rounds} alternating rounds of {secs} s",
+        if pinned {
+            ""
+        } else {
+            " (not pinned: taskset unavailable)"
+        }
+    );
+    println!("{:<36} {:>10} {:>10} {:>8}", "", "weir", "tokio", "ratio");
+    println!(
+        "{:<36} {:>10.1} {:>10.1} {:>8.2}",
+        "handshakes/s (weir/tokio)",
+        median(rate(0)),
+        median(rate(1)),
+        paired_ratio(&rate(0), &rate(1))
+    );
+    println!(
+        "{:<36} {:>10.1} {:>10.1} {:>8.2}",
+        "server CPU us/handshake (tokio/weir)",
+        median(cpu(0)),
+        median(cpu(1)),
+        paired_ratio(&cpu(1), &cpu(0))
+    );
+    Ok(())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, side, address] = args.as_slice() {
+        if flag == "--serve" {
+            return serve(side, address);
+        }
+    }
+    if taskset_works() {
+        pin_self(0);
+    }
     let only = std::env::var("TLS_BENCH_ONLY").unwrap_or_default();
     let bulk_bytes = setting("TLS_BENCH_BULK_MIB", 256) * 1024 * 1024;
     let bulk_rounds = setting("TLS_BENCH_BULK_ROUNDS", 5);
@@ -378,4 +504,19 @@ fn main() {
         rate.1,
         rate.2
     );
+    drop((weir, tokio));
+    let server_rounds_wanted = setting("TLS_BENCH_SERVER_ROUNDS", 6);
+    let openssl_found = Command::new("openssl")
+        .arg("version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if server_rounds_wanted == 0 {
+        return Ok(());
+    }
+    if !openssl_found {
+        println!("\nservers alone: skipped (no `openssl` command for s_time)");
+        return Ok(());
+    }
+    server_rounds(server_rounds_wanted, setting("TLS_BENCH_SERVER_SECS", 3))
 }
