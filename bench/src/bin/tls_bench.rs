@@ -224,11 +224,14 @@ fn tokio_acceptor() -> tokio_native_tls::TlsAcceptor {
 }
 
 /// Serves TLS echo on `listener` from a task of the current runtime: one task per connection,
-/// `tokio::io::copy` between the stream's halves (what a tokio user writes).
+/// `tokio::io::copy` between the stream's halves (what a tokio user writes), `TCP_NODELAY`
+/// set as weir sets it.
 fn tokio_serve(listener: tokio::net::TcpListener, acceptor: tokio_native_tls::TlsAcceptor) {
     tokio::spawn(async move {
         loop {
             let (socket, _) = listener.accept().await.unwrap();
+            // As weir's sockets (and the tokio echo peer) do.
+            socket.set_nodelay(true).unwrap();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let Ok(stream) = acceptor.accept(socket).await else {
@@ -283,6 +286,7 @@ impl TokioSide {
     /// One client: sends `bytes`, half-closes, and returns how many came back.
     async fn client(&self, bytes: u64) -> u64 {
         let socket = tokio::net::TcpStream::connect(self.address).await.unwrap();
+        socket.set_nodelay(true).unwrap();
         let stream = self.connector.connect("localhost", socket).await.unwrap();
         let (mut reader, mut writer) = tokio::io::split(stream);
         let send = async move {
