@@ -432,31 +432,45 @@ fn server_rounds(rounds: u64, secs: u64) -> Result<(), Box<dyn std::error::Error
     }
     let rate = |i: usize| runs[i].iter().map(|r| r.0).collect::<Vec<_>>();
     let cpu = |i: usize| runs[i].iter().map(|r| r.1).collect::<Vec<_>>();
-    println!(
-        "\nTLS echo servers alone, each its own process on CPU 0, under `openssl s_time -new` \
-         (one connection at a time) on CPU 1{}; {rounds} alternating rounds of {secs} s",
-        if pinned {
-            ""
-        } else {
-            " (not pinned: taskset unavailable)"
-        }
-    );
-    println!("{:<36} {:>10} {:>10} {:>8}", "", "weir", "tokio", "ratio");
-    println!(
-        "{:<36} {:>10.1} {:>10.1} {:>8.2}",
-        "handshakes/s (weir/tokio)",
-        median(rate(0)),
-        median(rate(1)),
-        paired_ratio(&rate(0), &rate(1))
-    );
-    println!(
-        "{:<36} {:>10.1} {:>10.1} {:>8.2}",
-        "server CPU us/handshake (tokio/weir)",
-        median(cpu(0)),
-        median(cpu(1)),
-        paired_ratio(&cpu(1), &cpu(0))
+    print_table(
+        &format!(
+            "TLS echo servers alone, each its own process on CPU 0, under `openssl s_time -new` \
+             (one connection at a time) on CPU 1{}; {rounds} alternating rounds of {secs} s",
+            if pinned {
+                ""
+            } else {
+                " (not pinned: taskset unavailable)"
+            }
+        ),
+        &[
+            (
+                "handshakes/s (weir/tokio)".into(),
+                (
+                    median(rate(0)),
+                    median(rate(1)),
+                    paired_ratio(&rate(0), &rate(1)),
+                ),
+            ),
+            (
+                "server CPU us/handshake (tokio/weir)".into(),
+                (
+                    median(cpu(0)),
+                    median(cpu(1)),
+                    paired_ratio(&cpu(1), &cpu(0)),
+                ),
+            ),
+        ],
     );
     Ok(())
+}
+
+/// Prints `title` and rows of (label, (weir, tokio, ratio)).
+fn print_table(title: &str, rows: &[(String, (f64, f64, f64))]) {
+    println!("\n{title}");
+    println!("{:<36} {:>10} {:>10} {:>8}", "", "weir", "tokio", "ratio");
+    for (label, (weir, tokio, ratio)) in rows {
+        println!("{label:<36} {weir:>10.1} {tokio:>10.1} {ratio:>8.2}");
+    }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -489,24 +503,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .as_ref()
             .map(|side| move || side.handshakes(handshakes)),
     );
-    println!(
+    print_table(
         "TLS echo on loopback, client and server on one reactor thread / one current-thread \
-         runtime; medians of alternating rounds, ratio = median of the rounds' own ratios"
-    );
-    println!("{:<36} {:>10} {:>10} {:>8}", "", "weir", "tokio", "ratio");
-    println!(
-        "{:<36} {:>10.1} {:>10.1} {:>8.2}",
-        format!("bulk echo MiB/s ({bulk_rounds} x {} MiB)", bulk_bytes >> 20),
-        bulk.0,
-        bulk.1,
-        bulk.2
-    );
-    println!(
-        "{:<36} {:>10.1} {:>10.1} {:>8.2}",
-        format!("handshakes/s ({handshake_rounds} x {handshakes})"),
-        rate.0,
-        rate.1,
-        rate.2
+         runtime, on CPU 0; medians of alternating rounds, ratio = median of the rounds' own \
+         ratios",
+        &[
+            (
+                format!("bulk echo MiB/s ({bulk_rounds} x {} MiB)", bulk_bytes >> 20),
+                bulk,
+            ),
+            (
+                format!("handshakes/s ({handshake_rounds} x {handshakes})"),
+                rate,
+            ),
+        ],
     );
     drop((weir, tokio));
     let server_rounds_wanted = setting("TLS_BENCH_SERVER_ROUNDS", 6);
