@@ -146,11 +146,16 @@ pub fn taskset_works() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Pins this process's main thread, and the threads and processes it starts from now on, to
+/// Pins all this process's threads, and the threads and processes it starts from now on, to
 /// `cpu` (the servers get CPU 0, load generators CPU 1); false where `taskset` fails.
 pub fn pin_self(cpu: usize) -> bool {
     Command::new("taskset")
-        .args(["-cp", &cpu.to_string(), &std::process::id().to_string()])
+        .args([
+            "-a",
+            "-cp",
+            &cpu.to_string(),
+            &std::process::id().to_string(),
+        ])
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())

@@ -5,8 +5,8 @@
 //! cargo run -p weir-bench --release --bin tls_bench
 //! ```
 //!
-//! Two parts, each taking turns between the two sides (alternating which goes first) so that
-//! the median of the rounds' own ratios survives the bursts of load of a shared machine:
+//! Three parts, each taking turns between the two sides (alternating which goes first) so
+//! that the median of the rounds' own ratios survives the bursts of load of a shared machine:
 //!
 //! - **One thread each, client and server together.** Both sides are set up once in this
 //!   process, pinned to CPU 0 (weir's reactor thread; tokio's current-thread runtime), and
@@ -14,12 +14,22 @@
 //!   `TLS_BENCH_BULK_ROUNDS` of them) and handshake rounds (`TLS_BENCH_HANDSHAKES`
 //!   sequential connections that each echo one byte, `TLS_BENCH_ROUNDS` of them).
 //!   `TLS_BENCH_ONLY=weir` (or `tokio`) runs one side, for profiling.
+//! - **The clients alone.** The same clients, moved to CPU 1, against one server for both:
+//!   tokio's echo server in its own process on CPU 0 (this binary with
+//!   `--serve tokio CERT KEY ADDR`), `TLS_BENCH_ROUNDS` rounds of `TLS_BENCH_HANDSHAKES`:
+//!   handshakes/s, and the client threads' CPU time per handshake (weir's reactor thread,
+//!   tokio's runtime thread; from `/proc/self/task/*/schedstat`).
 //! - **The servers alone, under a client we did not write.** Each side's echo server runs as
-//!   its own process (this binary with `--serve weir|tokio ADDR`) pinned to CPU 0, and
+//!   its own process (`--serve weir|tokio CERT KEY ADDR`) pinned to CPU 0, and
 //!   `openssl s_time -new` (one full handshake per connection, sequential) runs on CPU 1
 //!   against each in turn for `TLS_BENCH_SERVER_SECS` seconds, `TLS_BENCH_SERVER_ROUNDS`
-//!   times (0 skips this part; so does a missing `openssl`): handshakes/s, and the server's
-//!   CPU time per handshake from `/proc/PID/task/*/schedstat`.
+//!   times (0 skips this part and the clients-alone part; a missing `openssl` skips this
+//!   one): handshakes/s, and the server's CPU time per handshake from
+//!   `/proc/PID/task/*/schedstat`.
+//!
+//! Across parts 2 and 3 both sides' figures are within noise of each other (the machine's
+//! cross-CPU wake-ups bound the rates); part 1 puts both ends' working sets in one core's
+//! caches, where weir's larger per-connection footprint shows.
 
 #[path = "../../../tls/tests/common/mod.rs"]
 #[allow(missing_docs)]
@@ -27,9 +37,10 @@ mod common;
 
 use std::ffi::OsStr;
 use std::io;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -134,20 +145,44 @@ fn weir_handshakes(
     weir_client(&reactor, &config, &address, 1, done);
 }
 
+/// The server's certificate chain and key, PEM.
+struct Identity {
+    /// Certificate chain, leaf first.
+    cert_pem: Vec<u8>,
+    /// PKCS#8 private key.
+    key_pem: Vec<u8>,
+}
+
+impl Identity {
+    /// The test PKI's `localhost` certificate (which this process's clients trust).
+    fn localhost() -> Identity {
+        let pki = common::pki();
+        Identity {
+            cert_pem: pki.localhost.cert_pem.clone(),
+            key_pem: pki.localhost.key_pem.clone(),
+        }
+    }
+}
+
 /// weir's TLS echo server on `reactor`, listening on `address`.
-fn weir_server(reactor: &Reactor, address: &weir_sock::Address) -> io::Result<TlsListener> {
+fn weir_server(
+    reactor: &Reactor,
+    address: &weir_sock::Address,
+    identity: &Identity,
+) -> Result<TlsListener, Box<dyn std::error::Error>> {
     let r = reactor.clone();
-    TlsListener::bind(
+    let identity = weir_tls::TlsIdentity::from_pem(&identity.cert_pem, &identity.key_pem)?;
+    Ok(TlsListener::bind(
         reactor,
         address,
-        common::pki().localhost.server_config(),
+        weir_tls::TlsServerConfig::builder(identity).build()?,
         ListenOptions::default(),
         AgentConfig::default(),
         move |connection| {
             let echo = ByteWAgent::new(&r, 64 * 1024, Echo);
             let _ = connection.plain.attach(&echo.io_pair());
         },
-    )
+    )?)
 }
 
 /// weir's side: a reactor on its own thread serving TLS echo.
@@ -168,7 +203,8 @@ impl WeirSide {
     fn new() -> WeirSide {
         let reactor = Reactor::new().unwrap();
         let thread = reactor.start().unwrap();
-        let listener = weir_server(&reactor, &"127.0.0.1:0".parse().unwrap()).unwrap();
+        let address = "127.0.0.1:0".parse().unwrap();
+        let listener = weir_server(&reactor, &address, &Identity::localhost()).unwrap();
         WeirSide {
             address: listener.local_address().clone(),
             reactor,
@@ -190,14 +226,19 @@ impl WeirSide {
         bytes as f64 / (1024.0 * 1024.0) / start.elapsed().as_secs_f64()
     }
 
-    /// Handshakes/s of `count` sequential one-byte echoes.
+    /// Handshakes/s of `count` sequential one-byte echoes with weir's own server.
     fn handshakes(&self, count: usize) -> f64 {
+        self.handshakes_with(&self.address, count)
+    }
+
+    /// Handshakes/s of `count` sequential one-byte echoes with the server at `address`.
+    fn handshakes_with(&self, address: &weir_sock::Address, count: usize) -> f64 {
         let (tx, rx) = mpsc::channel();
         let start = Instant::now();
         weir_handshakes(
             self.reactor.clone(),
             self.config.clone(),
-            self.address.clone(),
+            address.clone(),
             count,
             tx,
         );
@@ -215,11 +256,9 @@ impl Drop for WeirSide {
     }
 }
 
-/// tokio's TLS acceptor for the test certificate.
-fn tokio_acceptor() -> tokio_native_tls::TlsAcceptor {
-    let pki = common::pki();
-    let identity =
-        native_tls::Identity::from_pkcs8(&pki.localhost.cert_pem, &pki.localhost.key_pem).unwrap();
+/// tokio's TLS acceptor presenting `identity`.
+fn tokio_acceptor(identity: &Identity) -> tokio_native_tls::TlsAcceptor {
+    let identity = native_tls::Identity::from_pkcs8(&identity.cert_pem, &identity.key_pem).unwrap();
     tokio_native_tls::TlsAcceptor::from(native_tls::TlsAcceptor::builder(identity).build().unwrap())
 }
 
@@ -273,7 +312,7 @@ impl TokioSide {
         let address = runtime.block_on(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let address = listener.local_addr().unwrap();
-            tokio_serve(listener, tokio_acceptor());
+            tokio_serve(listener, tokio_acceptor(&Identity::localhost()));
             address
         });
         TokioSide {
@@ -283,9 +322,10 @@ impl TokioSide {
         }
     }
 
-    /// One client: sends `bytes`, half-closes, and returns how many came back.
-    async fn client(&self, bytes: u64) -> u64 {
-        let socket = tokio::net::TcpStream::connect(self.address).await.unwrap();
+    /// One client of the server at `address`: sends `bytes`, half-closes, and returns how
+    /// many came back.
+    async fn client(&self, address: std::net::SocketAddr, bytes: u64) -> u64 {
+        let socket = tokio::net::TcpStream::connect(address).await.unwrap();
         socket.set_nodelay(true).unwrap();
         let stream = self.connector.connect("localhost", socket).await.unwrap();
         let (mut reader, mut writer) = tokio::io::split(stream);
@@ -317,16 +357,24 @@ impl TokioSide {
     /// MiB/s of one echo of `bytes`.
     fn bulk(&self, bytes: u64) -> f64 {
         let start = Instant::now();
-        assert_eq!(self.runtime.block_on(self.client(bytes)), bytes);
+        assert_eq!(
+            self.runtime.block_on(self.client(self.address, bytes)),
+            bytes
+        );
         bytes as f64 / (1024.0 * 1024.0) / start.elapsed().as_secs_f64()
     }
 
-    /// Handshakes/s of `count` sequential one-byte echoes.
+    /// Handshakes/s of `count` sequential one-byte echoes with tokio's own server.
     fn handshakes(&self, count: usize) -> f64 {
+        self.handshakes_with(self.address, count)
+    }
+
+    /// Handshakes/s of `count` sequential one-byte echoes with the server at `address`.
+    fn handshakes_with(&self, address: std::net::SocketAddr, count: usize) -> f64 {
         let start = Instant::now();
         self.runtime.block_on(async {
             for _ in 0..count {
-                assert_eq!(self.client(1).await, 1);
+                assert_eq!(self.client(address, 1).await, 1);
             }
         });
         count as f64 / start.elapsed().as_secs_f64()
@@ -334,12 +382,12 @@ impl TokioSide {
 }
 
 /// Runs `rounds` rounds of `weir` and `tokio` (either may be absent), alternating which goes
-/// first; returns the medians of each side's figures and of the rounds' ratios.
-fn rounds(
+/// first; returns each side's results in round order.
+fn alternate<T>(
     rounds: u64,
-    mut weir: Option<impl FnMut() -> f64>,
-    mut tokio: Option<impl FnMut() -> f64>,
-) -> (f64, f64, f64) {
+    mut weir: Option<impl FnMut() -> T>,
+    mut tokio: Option<impl FnMut() -> T>,
+) -> (Vec<T>, Vec<T>) {
     let (mut w, mut t) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         // Each run leaves the allocator and the CPU caches in a different state for the next.
@@ -352,16 +400,31 @@ fn rounds(
             }
         }
     }
-    let ratio = paired_ratio(&w, &t);
-    (median(w), median(t), ratio)
+    (w, t)
 }
 
-/// `--serve weir|tokio ADDR`: one side's echo server alone, on this thread, until killed.
-fn serve(side: &str, address: &str) -> Result<(), Box<dyn std::error::Error>> {
+/// The medians of each side's figures and of the rounds' own ratios.
+fn summary((weir, tokio): (Vec<f64>, Vec<f64>)) -> (f64, f64, f64) {
+    let ratio = paired_ratio(&weir, &tokio);
+    (median(weir), median(tokio), ratio)
+}
+
+/// `--serve weir|tokio CERT.pem KEY.pem ADDR`: one side's echo server alone, on this
+/// thread, until killed.
+fn serve(
+    side: &str,
+    cert: &str,
+    key: &str,
+    address: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let identity = Identity {
+        cert_pem: std::fs::read(cert)?,
+        key_pem: std::fs::read(key)?,
+    };
     match side {
         "weir" => {
             let reactor = Reactor::new()?;
-            let listener = weir_server(&reactor, &address.parse()?)?;
+            let listener = weir_server(&reactor, &address.parse()?, &identity)?;
             println!("listening on {}", listener.local_address());
             reactor.run()?;
         }
@@ -372,7 +435,7 @@ fn serve(side: &str, address: &str) -> Result<(), Box<dyn std::error::Error>> {
             runtime.block_on(async {
                 let listener = tokio::net::TcpListener::bind(address).await?;
                 println!("listening on {}", listener.local_addr()?);
-                tokio_serve(listener, tokio_acceptor());
+                tokio_serve(listener, tokio_acceptor(&identity));
                 std::future::pending::<io::Result<()>>().await
             })?;
         }
@@ -414,34 +477,154 @@ fn s_time(server: &Server, secs: u64) -> io::Result<(f64, f64)> {
     ))
 }
 
-/// The servers alone under `openssl s_time`, `rounds` rounds of `secs` seconds each.
-fn server_rounds(rounds: u64, secs: u64) -> Result<(), Box<dyn std::error::Error>> {
-    let pinned = taskset_works() && pin_self(1);
-    let weir_arg: [&OsStr; 2] = ["--serve".as_ref(), "weir".as_ref()];
-    let tokio_arg: [&OsStr; 2] = ["--serve".as_ref(), "tokio".as_ref()];
-    let servers = [
-        Server::start("weir", "tls_bench", &weir_arg)?,
-        Server::start("tokio", "tls_bench", &tokio_arg)?,
-    ];
-    let mut runs: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
-    for round in 0..rounds {
-        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        for i in order {
-            runs[i].push(s_time(&servers[i], secs)?);
-        }
+/// The test identity in files for the server processes, in a directory removed on drop.
+struct IdentityFiles {
+    /// The directory.
+    dir: PathBuf,
+}
+
+impl IdentityFiles {
+    /// Writes [`Identity::localhost`] to a new directory under the system's temporary one.
+    fn write() -> io::Result<IdentityFiles> {
+        let dir = std::env::temp_dir().join(format!("weir-tls-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let files = IdentityFiles { dir };
+        let identity = Identity::localhost();
+        std::fs::write(files.cert(), identity.cert_pem)?;
+        std::fs::write(files.key(), identity.key_pem)?;
+        Ok(files)
     }
+
+    /// The certificate chain's file.
+    fn cert(&self) -> PathBuf {
+        self.dir.join("cert.pem")
+    }
+
+    /// The private key's file.
+    fn key(&self) -> PathBuf {
+        self.dir.join("key.pem")
+    }
+
+    /// Starts `side`'s echo server (`--serve`) as its own process on CPU 0.
+    fn serve(&self, side: &'static str) -> io::Result<Server> {
+        let (cert, key) = (self.cert(), self.key());
+        let args: [&OsStr; 4] = [
+            "--serve".as_ref(),
+            side.as_ref(),
+            cert.as_ref(),
+            key.as_ref(),
+        ];
+        Server::start(side, "tls_bench", &args)
+    }
+}
+
+impl Drop for IdentityFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// CPU time so far of this process's threads that `pick` chooses by name and thread id
+/// (`/proc/self/task/*/comm` and `schedstat`).
+fn own_cpu(pick: impl Fn(&str, u32) -> bool) -> Duration {
+    let tasks = std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten();
+    let nanos: u64 = tasks
+        .filter(|task| {
+            let tid = task.file_name().to_str().and_then(|t| t.parse().ok());
+            let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            tid.is_some_and(|tid| pick(name.trim(), tid))
+        })
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
+}
+
+/// One side's clients alone: `count` handshakes with `run`, timed, and the CPU time of the
+/// threads `pick` chooses; handshakes/s and CPU microseconds per handshake.
+fn clients(
+    count: usize,
+    run: impl FnOnce() -> f64,
+    pick: impl Fn(&str, u32) -> bool,
+) -> (f64, f64) {
+    let before = own_cpu(&pick);
+    let rate = run();
+    let cpu = own_cpu(&pick).saturating_sub(before);
+    (rate, cpu.as_secs_f64() * 1e6 / count as f64)
+}
+
+/// The clients alone, on CPU 1 (weir's reactor thread; tokio's runtime on the main thread),
+/// against one server for both: tokio's, in its own process on CPU 0.
+fn client_rounds(
+    weir: &WeirSide,
+    tokio: &TokioSide,
+    files: &IdentityFiles,
+    rounds: u64,
+    count: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let server = files.serve("tokio")?;
+    let target = weir_sock::Address::Tcp(server.address);
+    let main_thread = std::process::id();
+    let (w, t) = alternate(
+        rounds,
+        Some(|| {
+            let run = || weir.handshakes_with(&target, count);
+            clients(count, run, |name, _| name == "weir-reactor")
+        }),
+        Some(|| {
+            let run = || tokio.handshakes_with(server.address, count);
+            clients(count, run, |_, tid| tid == main_thread)
+        }),
+    );
+    let runs = [w, t];
+    print_runs(
+        &format!(
+            "TLS clients alone on CPU 1, each side's against tokio's echo server in its own \
+             process on CPU 0; {rounds} alternating rounds of {count} sequential handshakes"
+        ),
+        "client",
+        &runs,
+    );
+    Ok(())
+}
+
+/// The servers alone under `openssl s_time`, `rounds` rounds of `secs` seconds each.
+fn server_rounds(
+    files: &IdentityFiles,
+    rounds: u64,
+    secs: u64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let servers = [files.serve("weir")?, files.serve("tokio")?];
+    let (w, t) = alternate(
+        rounds,
+        Some(|| s_time(&servers[0], secs)),
+        Some(|| s_time(&servers[1], secs)),
+    );
+    let runs = [
+        w.into_iter().collect::<io::Result<_>>()?,
+        t.into_iter().collect::<io::Result<_>>()?,
+    ];
+    print_runs(
+        &format!(
+            "TLS echo servers alone, each its own process on CPU 0, under `openssl s_time -new` \
+             (one connection at a time) on CPU 1; {rounds} alternating rounds of {secs} s"
+        ),
+        "server",
+        &runs,
+    );
+    Ok(())
+}
+
+/// Prints the table of paired runs of (handshakes/s, CPU µs per handshake) of weir (`runs[0]`)
+/// and tokio (`runs[1]`); `whose` says whose CPU it is.
+fn print_runs(title: &str, whose: &str, runs: &[Vec<(f64, f64)>; 2]) {
     let rate = |i: usize| runs[i].iter().map(|r| r.0).collect::<Vec<_>>();
     let cpu = |i: usize| runs[i].iter().map(|r| r.1).collect::<Vec<_>>();
     print_table(
-        &format!(
-            "TLS echo servers alone, each its own process on CPU 0, under `openssl s_time -new` \
-             (one connection at a time) on CPU 1{}; {rounds} alternating rounds of {secs} s",
-            if pinned {
-                ""
-            } else {
-                " (not pinned: taskset unavailable)"
-            }
-        ),
+        title,
         &[
             (
                 "handshakes/s (weir/tokio)".into(),
@@ -452,7 +635,7 @@ fn server_rounds(rounds: u64, secs: u64) -> Result<(), Box<dyn std::error::Error
                 ),
             ),
             (
-                "server CPU us/handshake (tokio/weir)".into(),
+                format!("{whose} CPU us/handshake (tokio/weir)"),
                 (
                     median(cpu(0)),
                     median(cpu(1)),
@@ -461,7 +644,6 @@ fn server_rounds(rounds: u64, secs: u64) -> Result<(), Box<dyn std::error::Error
             ),
         ],
     );
-    Ok(())
 }
 
 /// Prints `title` and rows of (label, (weir, tokio, ratio)).
@@ -475,9 +657,9 @@ fn print_table(title: &str, rows: &[(String, (f64, f64, f64))]) {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let [flag, side, address] = args.as_slice() {
+    if let [flag, side, cert, key, address] = args.as_slice() {
         if flag == "--serve" {
-            return serve(side, address);
+            return serve(side, cert, key, address);
         }
     }
     if taskset_works() {
@@ -490,19 +672,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let handshakes = setting("TLS_BENCH_HANDSHAKES", 100) as usize;
     let weir = (only != "tokio").then(WeirSide::new);
     let tokio = (only != "weir").then(TokioSide::new);
-    let bulk = rounds(
+    let bulk = summary(alternate(
         bulk_rounds,
         weir.as_ref().map(|side| move || side.bulk(bulk_bytes)),
         tokio.as_ref().map(|side| move || side.bulk(bulk_bytes)),
-    );
-    let rate = rounds(
+    ));
+    let rate = summary(alternate(
         handshake_rounds,
         weir.as_ref()
             .map(|side| move || side.handshakes(handshakes)),
         tokio
             .as_ref()
             .map(|side| move || side.handshakes(handshakes)),
-    );
+    ));
     print_table(
         "TLS echo on loopback, client and server on one reactor thread / one current-thread \
          runtime, on CPU 0; medians of alternating rounds, ratio = median of the rounds' own \
@@ -518,19 +700,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ),
         ],
     );
-    drop((weir, tokio));
     let server_rounds_wanted = setting("TLS_BENCH_SERVER_ROUNDS", 6);
+    if server_rounds_wanted == 0 {
+        return Ok(());
+    }
+    let files = IdentityFiles::write()?;
+    let pinned = taskset_works() && pin_self(1);
+    if !pinned {
+        println!("\n(taskset unavailable: nothing below is pinned)");
+    }
+    if let (Some(weir), Some(tokio)) = (&weir, &tokio) {
+        client_rounds(weir, tokio, &files, handshake_rounds, handshakes)?;
+    }
+    drop((weir, tokio));
     let openssl_found = Command::new("openssl")
         .arg("version")
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if server_rounds_wanted == 0 {
-        return Ok(());
-    }
     if !openssl_found {
         println!("\nservers alone: skipped (no `openssl` command for s_time)");
         return Ok(());
     }
-    server_rounds(server_rounds_wanted, setting("TLS_BENCH_SERVER_SECS", 3))
+    server_rounds(
+        &files,
+        server_rounds_wanted,
+        setting("TLS_BENCH_SERVER_SECS", 3),
+    )
 }
