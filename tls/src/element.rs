@@ -492,10 +492,15 @@ impl Inner {
     /// come back into the element. Taking it afresh for every check cost more than all the
     /// rest of the element's own work in a handshake.
     fn pump(&self) {
-        let mut state = self.state.lock();
+        drop(self.pump_locked(self.state.lock()));
+    }
+
+    /// [`pump`](Self::pump) with the state already locked, handing the lock back: a consumer
+    /// that has fed its input computes its credit under the same lock.
+    fn pump_locked<'a>(&'a self, mut state: Locked<'a>) -> Locked<'a> {
         if state.pumping {
             state.again = true;
-            return;
+            return state;
         }
         state.pumping = true;
         let mut budget = TURN_BUDGET;
@@ -511,31 +516,28 @@ impl Inner {
             if budget == 0 {
                 state.pumping = false;
                 self.regrant(&state);
-                drop(state);
-                self.queue_pump();
-                return;
+                self.queue_pump(&mut state);
+                return state;
             }
             if !moved && !state.again {
                 state.pumping = false;
                 self.regrant(&state);
-                return;
+                return state;
             }
         }
     }
 
     /// Runs a pump from the reactor's queue (once for any number of requests).
-    fn queue_pump(&self) {
-        {
-            let mut state = self.state.lock();
-            if state.pump_queued {
-                return;
-            }
-            state.pump_queued = true;
+    fn queue_pump(&self, state: &mut State) {
+        if state.pump_queued {
+            return;
         }
+        state.pump_queued = true;
         let Some(me) = self.me.upgrade() else { return };
         self.reactor.call(move || {
-            me.state.lock().pump_queued = false;
-            me.pump();
+            let mut state = me.state.lock();
+            state.pump_queued = false;
+            drop(me.pump_locked(state));
         });
     }
 
@@ -938,11 +940,10 @@ impl ByteConsumer for CipherConsumer {
     }
 
     fn consume(&self, link: &Arc<Link>, data: Bytes) -> Credit {
+        let mut guard = self.0.state.lock();
         {
-            let mut guard = self.0.state.lock();
             let state = &mut *guard;
             if state.cipher_in_closed {
-                drop(guard);
                 return link.credit();
             }
             // Behind held ciphertext, or what the session cannot take now, waits.
@@ -955,8 +956,7 @@ impl ByteConsumer for CipherConsumer {
                 state.cipher_held.extend_from_slice(&rest);
             }
         }
-        self.0.pump();
-        self.0.cipher_credit(link)
+        self.0.pump_locked(guard).cipher_credit(link)
     }
 
     fn on_end(&self, _link: &Arc<Link>, _ending: Ending) {
@@ -1044,11 +1044,10 @@ impl ByteConsumer for PlainConsumer {
     }
 
     fn consume(&self, link: &Arc<Link>, data: Bytes) -> Credit {
+        let mut guard = self.0.state.lock();
         {
-            let mut guard = self.0.state.lock();
             let state = &mut *guard;
             if !state.takes_plaintext() {
-                drop(guard);
                 return link.credit();
             }
             if !state.plain_held.is_empty() {
@@ -1058,8 +1057,7 @@ impl ByteConsumer for PlainConsumer {
                 state.plain_held.push(rest);
             }
         }
-        self.0.pump();
-        self.0.plain_credit(link)
+        self.0.pump_locked(guard).plain_credit(link)
     }
 
     fn takes_runs(&self) -> bool {
@@ -1067,11 +1065,10 @@ impl ByteConsumer for PlainConsumer {
     }
 
     fn consume_chunks(&self, link: &Arc<Link>, chunks: &mut Chunks) -> Credit {
+        let mut guard = self.0.state.lock();
         {
-            let mut guard = self.0.state.lock();
             let state = &mut *guard;
             if !state.takes_plaintext() {
-                drop(guard);
                 chunks.clear();
                 return link.credit();
             }
@@ -1082,8 +1079,7 @@ impl ByteConsumer for PlainConsumer {
             }
             state.plain_held.append(chunks);
         }
-        self.0.pump();
-        self.0.plain_credit(link)
+        self.0.pump_locked(guard).plain_credit(link)
     }
 
     fn on_end(&self, _link: &Arc<Link>, ending: Ending) {
