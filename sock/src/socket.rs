@@ -6,6 +6,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rustix::buffer::spare_capacity;
@@ -243,13 +244,19 @@ pub struct SocketIo {
     /// The peer's address when known already (what was connected to, or what `accept`
     /// returned), so that the OS need not be asked.
     target: Option<Address>,
+    /// A read has returned end of file: the peer will send nothing more.
+    read_ended: AtomicBool,
 }
 
 impl SocketIo {
     /// Wraps a non-blocking stream socket; `target` names the peer when it is known (the
     /// address it connects to, or the one `accept` returned), else the OS is asked.
     pub fn new(socket: Socket, target: Option<Address>) -> SocketIo {
-        SocketIo { socket, target }
+        SocketIo {
+            socket,
+            target,
+            read_ended: AtomicBool::new(false),
+        }
     }
 
     /// The socket.
@@ -266,6 +273,9 @@ impl StreamIo for SocketIo {
         let flags = rustix::net::RecvFlags::empty();
         // The second figure is the length the kernel had, which differs only with `TRUNC`.
         let (read, _) = rustix::net::recv(&self.socket, spare_capacity(buf), flags)?;
+        if read == 0 {
+            self.read_ended.store(true, Ordering::Relaxed);
+        }
         Ok(read)
     }
 
@@ -283,6 +293,9 @@ impl StreamIo for SocketIo {
 
     fn shutdown(&self, direction: Direction) -> io::Result<()> {
         let how = match direction {
+            // The peer has ended its output: there is nothing left to refuse, and the
+            // system call would change nothing.
+            Direction::Input if self.read_ended.load(Ordering::Relaxed) => return Ok(()),
             Direction::Input => Shutdown::Read,
             Direction::Output => Shutdown::Write,
             Direction::Both => Shutdown::Both,

@@ -454,8 +454,13 @@ impl AgentInner {
         *self.io.lock() = Some(io.clone());
         let tokens = match io.descriptors() {
             Descriptors::Shared(fd) => {
+                // A connected stream is registered wanting to read: its chain is nearly always
+                // attached before the loop next waits (start_serving below is queued behind
+                // the caller's attach), so the poller is told once instead of twice. If the
+                // stream turns readable before anything is attached, the read finds no
+                // consumer and takes the interest away again.
                 let interest = if connected {
-                    Interest::NONE
+                    Interest::READ
                 } else {
                     Interest::WRITE
                 };
@@ -502,7 +507,8 @@ impl AgentInner {
         let missing_output = !tokens.shared && tokens.output.is_none();
         self.state.lock().tokens = tokens;
         if connected {
-            self.reactor.execute(move || {
+            // Queued, so that a caller on the reactor thread attaches its chain first.
+            self.reactor.call(move || {
                 me.start_serving();
                 if missing_input {
                     me.close_input(Ending::Completed);

@@ -693,3 +693,25 @@ fn an_accepted_connection_is_read_in_the_turn_that_accepts_it() {
         "the first bytes were not read in the accepting turn"
     );
 }
+
+/// A connected agent is registered wanting to read, before anything is attached to it (one
+/// call to the poller instead of two for an accepted connection). Bytes already there while
+/// nobody consumes them stay in the socket through the loop turns that see them, and all of
+/// them arrive, in order, once a consumer attaches.
+#[test]
+fn bytes_that_arrive_before_the_chain_is_attached_wait_for_it() {
+    let running = Running::new();
+    let (agent, mut peer) = agent_with_std_peer(&running, AgentConfig::default());
+    peer.write_all(b"early bytes").unwrap();
+    // Loop turns with the socket readable and no consumer: each round trip is one turn.
+    for _ in 0..3 {
+        let (tx, rx) = mpsc::channel();
+        running.reactor.call(move || tx.send(()).unwrap());
+        rx.recv_timeout(DEADLINE).unwrap();
+    }
+    let (sink, record) = recorder(&running.reactor, Window::Bytes(4096), ControlReply::Allowed);
+    attach(&agent.io_pair().producer, &sink.consumer()).unwrap();
+    peer.write_all(b", then more").unwrap();
+    wait_for("every byte", || record.lock().data.len() >= 22);
+    assert_eq!(record.lock().data, b"early bytes, then more");
+}
