@@ -20,6 +20,9 @@
 //!   tenant of the machine spoils one pair instead of tilting the row);
 //! - bulk echo with one connection (a writer thread and a reader thread, 64 KiB writes),
 //!   medians of the alternating rounds, ratio as above;
+//! - short connections, one after another, each sending 64 B, half-closing and reading the
+//!   echo to the server's close: connections/s and the server's CPU time per connection,
+//!   alternating rounds, ratios as above;
 //! - memory per idle connection with 10 000 idle connections (server `VmRSS` growth).
 //!
 //! `ECHO_BENCH_PEER=epoll_echo` puts the plainest epoll echo server (`src/bin/epoll_echo.rs`)
@@ -30,7 +33,7 @@
 #![deny(unsafe_code)]
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 use rustix::buffer::spare_capacity;
@@ -249,6 +252,36 @@ fn bulk(server: &Server, total: usize) -> io::Result<f64> {
     Ok(total as f64 / begun.elapsed().as_secs_f64())
 }
 
+/// Short connections one after another for `duration`: each connects, sends `size` bytes,
+/// half-closes and reads the echo up to the server's close. Connections per second (bound by
+/// the cross-CPU wake-ups of a blocking client: about three per connection) and the server's
+/// CPU time per connection.
+fn short_connections(server: &Server, size: usize, duration: Duration) -> io::Result<(f64, f64)> {
+    let message = vec![7u8; size];
+    let mut back = Vec::with_capacity(size);
+    let cpu_before = server.cpu_time();
+    let begun = Instant::now();
+    let mut count = 0u32;
+    while begun.elapsed() < duration {
+        let mut stream = TcpStream::connect(server.address)?;
+        stream.set_nodelay(true)?;
+        stream.write_all(&message)?;
+        stream.shutdown(Shutdown::Write)?;
+        back.clear();
+        stream.read_to_end(&mut back)?;
+        if back != message {
+            return Err(io::Error::other(format!(
+                "{}: a short connection's echo came back wrong",
+                server.name
+            )));
+        }
+        count += 1;
+    }
+    let rate = f64::from(count) / begun.elapsed().as_secs_f64();
+    let cpu = server.cpu_time().saturating_sub(cpu_before) / count.max(1);
+    Ok((rate, cpu.as_secs_f64()))
+}
+
 /// Server memory growth per idle connection with `count` connections open.
 fn idle_memory(server: &Server, count: usize) -> io::Result<f64> {
     let before = server.rss();
@@ -362,6 +395,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         bulk_rates[0] / 1e6,
         bulk_rates[1] / 1e6,
         bulk_ratio
+    );
+    let mut short_rounds: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..round_count() {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            short_rounds[i].push(short_connections(&servers[i], 64, duration)?);
+        }
+    }
+    let rates = short_rounds
+        .each_ref()
+        .map(|r| r.iter().map(|f| f.0).collect::<Vec<_>>());
+    let cpus = short_rounds
+        .each_ref()
+        .map(|r| r.iter().map(|f| f.1).collect::<Vec<_>>());
+    println!(
+        "{:<22} {:>10.0} conn/s {:>8.0} conn/s ratio {:.2} | cpu/conn {:>6.1?} {:>6.1?} ratio ({label}/weir) {:.2}",
+        "short conns, 64 B",
+        median(rates[0].clone()),
+        median(rates[1].clone()),
+        paired_ratio(&rates[0], &rates[1]),
+        Duration::from_secs_f64(median(cpus[0].clone())),
+        Duration::from_secs_f64(median(cpus[1].clone())),
+        paired_ratio(&cpus[1], &cpus[0]),
     );
     let memory: Vec<f64> = servers
         .iter()
