@@ -271,9 +271,10 @@ const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
 impl StreamIo for SocketIo {
     fn read(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
         let flags = rustix::net::RecvFlags::empty();
+        let room = buf.capacity() > buf.len();
         // The second figure is the length the kernel had, which differs only with `TRUNC`.
         let (read, _) = rustix::net::recv(&self.socket, spare_capacity(buf), flags)?;
-        if read == 0 {
+        if read == 0 && room {
             self.read_ended.store(true, Ordering::Relaxed);
         }
         Ok(read)
