@@ -12,7 +12,10 @@
 //!   process, pinned to CPU 0 (weir's reactor thread; tokio's current-thread runtime), and
 //!   stay up: bulk rounds (one echo of `TLS_BENCH_BULK_MIB` MiB each,
 //!   `TLS_BENCH_BULK_ROUNDS` of them) and handshake rounds (`TLS_BENCH_HANDSHAKES`
-//!   sequential connections that each echo one byte, `TLS_BENCH_ROUNDS` of them).
+//!   sequential connections that each echo one byte, `TLS_BENCH_ROUNDS` of them). The same
+//!   connections over plain TCP (the same clients and echo servers without TLS) are the
+//!   reference: the difference of the two is what TLS adds to a connection (from the
+//!   medians; the last row's ratio is tokio's over weir's, so above 1.0 weir's TLS costs less).
 //!   `TLS_BENCH_ONLY=weir` (or `tokio`) runs one side, for profiling.
 //! - **The clients alone.** The same clients, moved to CPU 1, against one server for both:
 //!   tokio's echo server in its own process on CPU 0 (this binary with
@@ -43,14 +46,14 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use weir_bench::{median, paired_ratio, pin_self, taskset_works, Server};
 use weir_io::{
     ByteIoPair, ByteSink, ByteSource, ByteWAgent, ByteWriter, Ending, Link, Produce, SinkHooks,
     SourceHooks, WAgentHooks, Window,
 };
 use weir_reactor::Reactor;
-use weir_sock::{AgentConfig, ConnectOptions, ListenOptions};
+use weir_sock::{AgentConfig, ConnectOptions, ListenOptions, Listener, StreamAgent};
 use weir_tls::net::{self, TlsListener};
 
 /// A number from the environment, or `default`.
@@ -99,27 +102,26 @@ impl SinkHooks for Count {
 }
 
 /// Starts one weir client: sends `bytes`, then calls `done` (on the reactor thread) with the end
-/// of the echo.
+/// of the echo. Over TLS with `config`; without, over the plain socket (the reference row).
 fn weir_client(
     reactor: &Reactor,
-    config: &weir_tls::TlsClientConfig,
+    config: Option<&weir_tls::TlsClientConfig>,
     address: &weir_sock::Address,
     bytes: u64,
     done: Done,
 ) {
-    let connection = net::connect(
-        reactor,
-        address.clone(),
-        "localhost",
-        config,
-        ConnectOptions::default(),
-    )
-    .unwrap();
+    let options = ConnectOptions::default();
+    let pair = match config {
+        Some(config) => {
+            net::connect(reactor, address.clone(), "localhost", config, options)
+                .unwrap()
+                .plain
+        }
+        None => StreamAgent::connect(reactor, address.clone(), options).io_pair(),
+    };
     let sink = ByteSink::new(reactor, Window::Bytes(256 * 1024), Count(0, Some(done)));
     let source = ByteSource::new(reactor, Zeros(bytes, Bytes::from(vec![0; 64 * 1024])));
-    connection
-        .plain
-        .attach(&ByteIoPair::new(sink.consumer(), source.producer()))
+    pair.attach(&ByteIoPair::new(sink.consumer(), source.producer()))
         .unwrap();
 }
 
@@ -128,7 +130,7 @@ fn weir_client(
 /// then signals `finished`.
 fn weir_handshakes(
     reactor: Reactor,
-    config: weir_tls::TlsClientConfig,
+    config: Option<weir_tls::TlsClientConfig>,
     address: weir_sock::Address,
     left: usize,
     finished: mpsc::Sender<()>,
@@ -142,7 +144,7 @@ fn weir_handshakes(
             let _ = finished.send(());
         }
     });
-    weir_client(&reactor, &config, &address, 1, done);
+    weir_client(&reactor, config.as_ref(), &address, 1, done);
 }
 
 /// The server's certificate chain and key, PEM.
@@ -185,7 +187,26 @@ fn weir_server(
     )?)
 }
 
-/// weir's side: a reactor on its own thread serving TLS echo.
+/// weir's plain TCP echo server on `reactor` (the reference row).
+fn weir_plain_server(
+    reactor: &Reactor,
+    address: &weir_sock::Address,
+) -> Result<Listener, Box<dyn std::error::Error>> {
+    let r = reactor.clone();
+    Ok(Listener::bind(
+        reactor,
+        address,
+        ListenOptions::default(),
+        move |accepted| {
+            if let Ok(agent) = accepted.into_agent(&r, AgentConfig::default()) {
+                let echo = ByteWAgent::new(&r, 64 * 1024, Echo);
+                let _ = agent.io_pair().attach(&echo.io_pair());
+            }
+        },
+    )?)
+}
+
+/// weir's side: a reactor on its own thread serving TLS echo (and plain TCP echo).
 struct WeirSide {
     /// The reactor both the server and the clients run on.
     reactor: Reactor,
@@ -195,6 +216,8 @@ struct WeirSide {
     _listener: TlsListener,
     /// Where it listens.
     address: weir_sock::Address,
+    /// The plain TCP echo server, kept listening.
+    plain: Listener,
     /// The clients' configuration (trusting the test CA).
     config: weir_tls::TlsClientConfig,
 }
@@ -205,11 +228,13 @@ impl WeirSide {
         let thread = reactor.start().unwrap();
         let address = "127.0.0.1:0".parse().unwrap();
         let listener = weir_server(&reactor, &address, &Identity::localhost()).unwrap();
+        let plain = weir_plain_server(&reactor, &address).unwrap();
         WeirSide {
             address: listener.local_address().clone(),
             reactor,
             thread: Some(thread),
             _listener: listener,
+            plain,
             config: common::client_trusting_ca().build().unwrap(),
         }
     }
@@ -221,7 +246,13 @@ impl WeirSide {
         let done: Done = Box::new(move |ending, received| {
             let _ = tx.send((ending, received));
         });
-        weir_client(&self.reactor, &self.config, &self.address, bytes, done);
+        weir_client(
+            &self.reactor,
+            Some(&self.config),
+            &self.address,
+            bytes,
+            done,
+        );
         assert_eq!(rx.recv().unwrap(), (Ending::Completed, bytes));
         bytes as f64 / (1024.0 * 1024.0) / start.elapsed().as_secs_f64()
     }
@@ -233,11 +264,28 @@ impl WeirSide {
 
     /// Handshakes/s of `count` sequential one-byte echoes with the server at `address`.
     fn handshakes_with(&self, address: &weir_sock::Address, count: usize) -> f64 {
+        self.sequential(Some(&self.config), address, count)
+    }
+
+    /// Connections/s of `count` sequential one-byte echoes over plain TCP with weir's own
+    /// plain server.
+    fn plain_connections(&self, count: usize) -> f64 {
+        self.sequential(None, self.plain.local_address(), count)
+    }
+
+    /// Connections/s of `count` sequential one-byte echoes with the server at `address`,
+    /// over TLS with `config`, else over plain TCP.
+    fn sequential(
+        &self,
+        config: Option<&weir_tls::TlsClientConfig>,
+        address: &weir_sock::Address,
+        count: usize,
+    ) -> f64 {
         let (tx, rx) = mpsc::channel();
         let start = Instant::now();
         weir_handshakes(
             self.reactor.clone(),
-            self.config.clone(),
+            config.cloned(),
             address.clone(),
             count,
             tx,
@@ -262,10 +310,10 @@ fn tokio_acceptor(identity: &Identity) -> tokio_native_tls::TlsAcceptor {
     tokio_native_tls::TlsAcceptor::from(native_tls::TlsAcceptor::builder(identity).build().unwrap())
 }
 
-/// Serves TLS echo on `listener` from a task of the current runtime: one task per connection,
-/// `tokio::io::copy` between the stream's halves (what a tokio user writes), `TCP_NODELAY`
-/// set as weir sets it.
-fn tokio_serve(listener: tokio::net::TcpListener, acceptor: tokio_native_tls::TlsAcceptor) {
+/// Serves echo on `listener` from a task of the current runtime, over TLS with `acceptor`
+/// (else plain TCP, the reference row): one task per connection, `tokio::io::copy` between the
+/// stream's halves (what a tokio user writes), `TCP_NODELAY` set as weir sets it.
+fn tokio_serve(listener: tokio::net::TcpListener, acceptor: Option<tokio_native_tls::TlsAcceptor>) {
     tokio::spawn(async move {
         loop {
             let (socket, _) = listener.accept().await.unwrap();
@@ -273,24 +321,35 @@ fn tokio_serve(listener: tokio::net::TcpListener, acceptor: tokio_native_tls::Tl
             socket.set_nodelay(true).unwrap();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(stream) = acceptor.accept(socket).await else {
-                    return;
-                };
-                let (mut reader, mut writer) = tokio::io::split(stream);
-                let _ = tokio::io::copy(&mut reader, &mut writer).await;
-                let _ = writer.shutdown().await;
+                match acceptor {
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(socket).await {
+                            echo_back(stream).await;
+                        }
+                    }
+                    None => echo_back(socket).await,
+                }
             });
         }
     });
 }
 
+/// Echoes what `stream` reads until its end, then shuts its output down.
+async fn echo_back(stream: impl AsyncRead + AsyncWrite) {
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let _ = tokio::io::copy(&mut reader, &mut writer).await;
+    let _ = writer.shutdown().await;
+}
+
 /// tokio's side: a current-thread runtime (on the caller's thread, like weir's one reactor
-/// thread) serving TLS echo with tokio-native-tls.
+/// thread) serving TLS echo with tokio-native-tls (and plain TCP echo).
 struct TokioSide {
     /// Runs the server and the clients, inside `block_on`.
     runtime: tokio::runtime::Runtime,
     /// Where the server listens.
     address: std::net::SocketAddr,
+    /// Where the plain TCP echo server listens.
+    plain: std::net::SocketAddr,
     /// The clients' connector (trusting the test CA).
     connector: tokio_native_tls::TlsConnector,
 }
@@ -309,56 +368,71 @@ impl TokioSide {
                 .build()
                 .unwrap(),
         );
-        let address = runtime.block_on(async {
+        let serve = |acceptor| async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let address = listener.local_addr().unwrap();
-            tokio_serve(listener, tokio_acceptor(&Identity::localhost()));
+            tokio_serve(listener, acceptor);
             address
-        });
+        };
+        let address = runtime.block_on(serve(Some(tokio_acceptor(&Identity::localhost()))));
+        let plain = runtime.block_on(serve(None));
         TokioSide {
             runtime,
             address,
+            plain,
             connector,
         }
     }
 
     /// One client of the server at `address`: sends `bytes`, half-closes, and returns how
-    /// many came back.
-    async fn client(&self, address: std::net::SocketAddr, bytes: u64) -> u64 {
+    /// many came back. Over TLS, or with `tls` false over plain TCP.
+    async fn client(&self, address: std::net::SocketAddr, bytes: u64, tls: bool) -> u64 {
         let socket = tokio::net::TcpStream::connect(address).await.unwrap();
         socket.set_nodelay(true).unwrap();
-        let stream = self.connector.connect("localhost", socket).await.unwrap();
-        let (mut reader, mut writer) = tokio::io::split(stream);
-        let send = async move {
-            let chunk = vec![0u8; 64 * 1024];
-            let mut left = bytes;
-            while left > 0 {
-                let n = left.min(chunk.len() as u64) as usize;
-                writer.write_all(&chunk[..n]).await.unwrap();
-                left -= n as u64;
-            }
-            writer.shutdown().await.unwrap();
-        };
-        let receive = async move {
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut total = 0u64;
-            loop {
-                match reader.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => total += n as u64,
-                }
-            }
-            total
-        };
-        let ((), total) = tokio::join!(send, receive);
-        total
+        if tls {
+            let stream = self.connector.connect("localhost", socket).await.unwrap();
+            echo_through(stream, bytes).await
+        } else {
+            echo_through(socket, bytes).await
+        }
     }
+}
 
+/// Sends `bytes` through `stream`, half-closes, and returns how many came back.
+async fn echo_through(stream: impl AsyncRead + AsyncWrite, bytes: u64) -> u64 {
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let send = async move {
+        let chunk = vec![0u8; 64 * 1024];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            writer.write_all(&chunk[..n]).await.unwrap();
+            left -= n as u64;
+        }
+        writer.shutdown().await.unwrap();
+    };
+    let receive = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n as u64,
+            }
+        }
+        total
+    };
+    let ((), total) = tokio::join!(send, receive);
+    total
+}
+
+impl TokioSide {
     /// MiB/s of one echo of `bytes`.
     fn bulk(&self, bytes: u64) -> f64 {
         let start = Instant::now();
         assert_eq!(
-            self.runtime.block_on(self.client(self.address, bytes)),
+            self.runtime
+                .block_on(self.client(self.address, bytes, true)),
             bytes
         );
         bytes as f64 / (1024.0 * 1024.0) / start.elapsed().as_secs_f64()
@@ -371,10 +445,22 @@ impl TokioSide {
 
     /// Handshakes/s of `count` sequential one-byte echoes with the server at `address`.
     fn handshakes_with(&self, address: std::net::SocketAddr, count: usize) -> f64 {
+        self.sequential(address, count, true)
+    }
+
+    /// Connections/s of `count` sequential one-byte echoes over plain TCP with tokio's own
+    /// plain server.
+    fn plain_connections(&self, count: usize) -> f64 {
+        self.sequential(self.plain, count, false)
+    }
+
+    /// Connections/s of `count` sequential one-byte echoes with the server at `address`,
+    /// over TLS or plain TCP.
+    fn sequential(&self, address: std::net::SocketAddr, count: usize, tls: bool) -> f64 {
         let start = Instant::now();
         self.runtime.block_on(async {
             for _ in 0..count {
-                assert_eq!(self.client(address, 1).await, 1);
+                assert_eq!(self.client(address, 1, tls).await, 1);
             }
         });
         count as f64 / start.elapsed().as_secs_f64()
@@ -435,7 +521,7 @@ fn serve(
             runtime.block_on(async {
                 let listener = tokio::net::TcpListener::bind(address).await?;
                 println!("listening on {}", listener.local_addr()?);
-                tokio_serve(listener, tokio_acceptor(&identity));
+                tokio_serve(listener, Some(tokio_acceptor(&identity)));
                 std::future::pending::<io::Result<()>>().await
             })?;
         }
@@ -685,6 +771,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .as_ref()
             .map(|side| move || side.handshakes(handshakes)),
     ));
+    let plain = summary(alternate(
+        handshake_rounds,
+        weir.as_ref()
+            .map(|side| move || side.plain_connections(handshakes)),
+        tokio
+            .as_ref()
+            .map(|side| move || side.plain_connections(handshakes)),
+    ));
+    // What TLS adds to a connection: microseconds per connection with it, less without.
+    let tls_cost = |handshakes: f64, connections: f64| 1e6 / handshakes - 1e6 / connections;
+    let (weir_cost, tokio_cost) = (tls_cost(rate.0, plain.0), tls_cost(rate.1, plain.1));
     print_table(
         "TLS echo on loopback, client and server on one reactor thread / one current-thread \
          runtime, on CPU 0; medians of alternating rounds, ratio = median of the rounds' own \
@@ -697,6 +794,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             (
                 format!("handshakes/s ({handshake_rounds} x {handshakes})"),
                 rate,
+            ),
+            (
+                format!("same over plain TCP, conn/s ({handshake_rounds} x {handshakes})"),
+                plain,
+            ),
+            (
+                "TLS's part, us/conn (tokio/weir)".into(),
+                (weir_cost, tokio_cost, tokio_cost / weir_cost),
             ),
         ],
     );
