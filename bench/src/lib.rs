@@ -174,3 +174,27 @@ pub fn median(mut values: Vec<f64>) -> f64 {
 pub fn paired_ratio(a: &[f64], b: &[f64]) -> f64 {
     median(a.iter().zip(b).map(|(a, b)| a / b).collect())
 }
+
+/// Runs `rounds` rounds of weir's `weir` and its peer's `peer` (either may be absent),
+/// alternating which goes first; returns each side's results in round order. Runs next to
+/// each other in time make pairs for [`paired_ratio`], so a burst of load from another tenant
+/// of the machine spoils one pair instead of tilting a whole row.
+pub fn alternate<T>(
+    rounds: u64,
+    mut weir: Option<impl FnMut() -> T>,
+    mut peer: Option<impl FnMut() -> T>,
+) -> (Vec<T>, Vec<T>) {
+    let (mut w, mut p) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        // Each run leaves the allocator and the CPU caches in a different state for the next.
+        let weir_first = round % 2 == 0;
+        for weirs_turn in [weir_first, !weir_first] {
+            match (weirs_turn, &mut weir, &mut peer) {
+                (true, Some(run), _) => w.push(run()),
+                (false, _, Some(run)) => p.push(run()),
+                _ => {}
+            }
+        }
+    }
+    (w, p)
+}

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use rustix::buffer::spare_capacity;
 use rustix::event::epoll::{self, EventData, EventFlags};
 use rustix::event::Timespec;
-use weir_bench::{median, paired_ratio, pin_self, taskset_works, Server};
+use weir_bench::{alternate, median, paired_ratio, pin_self, taskset_works, Server};
 
 /// Result of one ping-pong run.
 struct PingPong {
@@ -282,6 +282,23 @@ fn short_connections(server: &Server, size: usize, duration: Duration) -> io::Re
     Ok((rate, cpu.as_secs_f64()))
 }
 
+/// [`round_count`] rounds of `run` against weir's server (`servers[0]`) and the peer's,
+/// alternating which goes first: each side's results in round order.
+fn alternating<T>(
+    servers: &[Server; 2],
+    run: impl Fn(&Server) -> io::Result<T>,
+) -> io::Result<[Vec<T>; 2]> {
+    let (weir, peer) = alternate(
+        round_count() as u64,
+        Some(|| run(&servers[0])),
+        Some(|| run(&servers[1])),
+    );
+    Ok([
+        weir.into_iter().collect::<io::Result<_>>()?,
+        peer.into_iter().collect::<io::Result<_>>()?,
+    ])
+}
+
 /// Server memory growth per idle connection with `count` connections open.
 fn idle_memory(server: &Server, count: usize) -> io::Result<f64> {
     let before = server.rss();
@@ -346,15 +363,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for size in [64, 4096] {
         for connections in [1, 10, 50, 200] {
             // Short rounds, alternating which server goes first, and the median of each
-            // figure: a burst of load from another tenant of the machine then spoils one
-            // round of one side instead of the whole row.
-            let mut rounds: [Vec<PingPong>; 2] = [Vec::new(), Vec::new()];
-            for round in 0..round_count() {
-                let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-                for i in order {
-                    rounds[i].push(ping_pong(&servers[i], connections, size, duration)?);
-                }
-            }
+            // figure.
+            let rounds = alternating(&servers, |server| {
+                ping_pong(server, connections, size, duration)
+            })?;
             let figure = |side: usize, f: fn(&PingPong) -> f64| -> Vec<f64> {
                 rounds[side].iter().map(f).collect()
             };
@@ -380,13 +392,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     }
-    let mut bulk_rounds: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
-    for round in 0..round_count() {
-        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        for i in order {
-            bulk_rounds[i].push(bulk(&servers[i], bulk_bytes)?);
-        }
-    }
+    let bulk_rounds = alternating(&servers, |server| bulk(server, bulk_bytes))?;
     let bulk_ratio = paired_ratio(&bulk_rounds[0], &bulk_rounds[1]);
     let bulk_rates = bulk_rounds.map(median);
     println!(
@@ -396,13 +402,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         bulk_rates[1] / 1e6,
         bulk_ratio
     );
-    let mut short_rounds: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
-    for round in 0..round_count() {
-        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        for i in order {
-            short_rounds[i].push(short_connections(&servers[i], 64, duration)?);
-        }
-    }
+    let short_rounds = alternating(&servers, |server| short_connections(server, 64, duration))?;
     let rates = short_rounds
         .each_ref()
         .map(|r| r.iter().map(|f| f.0).collect::<Vec<_>>());

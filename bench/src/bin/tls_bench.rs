@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use weir_bench::{median, paired_ratio, pin_self, taskset_works, Server};
+use weir_bench::{alternate, median, paired_ratio, pin_self, taskset_works, Server};
 use weir_io::{
     ByteIoPair, ByteSink, ByteSource, ByteWAgent, ByteWriter, Ending, Link, Produce, SinkHooks,
     SourceHooks, WAgentHooks, Window,
@@ -465,28 +465,6 @@ impl TokioSide {
         });
         count as f64 / start.elapsed().as_secs_f64()
     }
-}
-
-/// Runs `rounds` rounds of `weir` and `tokio` (either may be absent), alternating which goes
-/// first; returns each side's results in round order.
-fn alternate<T>(
-    rounds: u64,
-    mut weir: Option<impl FnMut() -> T>,
-    mut tokio: Option<impl FnMut() -> T>,
-) -> (Vec<T>, Vec<T>) {
-    let (mut w, mut t) = (Vec::new(), Vec::new());
-    for round in 0..rounds {
-        // Each run leaves the allocator and the CPU caches in a different state for the next.
-        let weir_first = round % 2 == 0;
-        for weirs_turn in [weir_first, !weir_first] {
-            match (weirs_turn, &mut weir, &mut tokio) {
-                (true, Some(run), _) => w.push(run()),
-                (false, _, Some(run)) => t.push(run()),
-                _ => {}
-            }
-        }
-    }
-    (w, t)
 }
 
 /// The medians of each side's figures and of the rounds' own ratios.
