@@ -8,6 +8,10 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
+use openssl::pkey::{PKey, Private};
+use openssl::ssl::{AlpnError, SslAcceptor, SslMethod, SslOptions, SslVersion};
+use openssl::x509::X509;
+
 use crate::error::TlsError;
 
 /// Default bound of each of the three session buffers, in bytes.
@@ -134,8 +138,21 @@ impl TlsLimits {
 /// ```
 #[derive(Clone)]
 pub struct TlsIdentity {
-    /// The native-tls identity.
+    /// The native-tls identity (a client's certificate).
     inner: native_tls::Identity,
+    /// The same key and certificates as OpenSSL objects, for a server's acceptor.
+    parts: IdentityParts,
+}
+
+/// A private key, its certificate and the intermediates sent after it.
+#[derive(Clone)]
+struct IdentityParts {
+    /// The private key.
+    key: PKey<Private>,
+    /// The leaf certificate.
+    leaf: X509,
+    /// Intermediates, in the order they are sent.
+    chain: Vec<X509>,
 }
 
 impl fmt::Debug for TlsIdentity {
@@ -152,15 +169,25 @@ impl TlsIdentity {
     /// # Errors
     ///
     /// [`TlsError::Config`] if the PEM cannot be parsed, the key is not PKCS#8, or the chain is
-    /// empty. A key that does not belong to the leaf certificate is not detected here (native-tls
-    /// does not check): every handshake then fails with "no shared cipher".
+    /// empty. A key that does not belong to the leaf certificate is found when a
+    /// [`TlsServerConfig`] is built from the identity.
     pub fn from_pem(certificate_chain: &[u8], private_key: &[u8]) -> Result<Self, TlsError> {
-        native_tls::Identity::from_pkcs8(certificate_chain, private_key)
-            .map(|inner| TlsIdentity { inner })
-            .map_err(|source| TlsError::Config {
-                what: "identity from PEM chain and PKCS#8 key",
-                source,
-            })
+        let what = "identity from PEM chain and PKCS#8 key";
+        let inner = native_tls::Identity::from_pkcs8(certificate_chain, private_key)
+            .map_err(|source| TlsError::config(what, source))?;
+        let mut certificates = X509::stack_from_pem(certificate_chain)
+            .map_err(|source| TlsError::config(what, source))?
+            .into_iter();
+        let leaf = certificates
+            .next()
+            .ok_or_else(|| TlsError::config(what, "no certificate in the chain"))?;
+        let key = PKey::private_key_from_pem(private_key)
+            .map_err(|source| TlsError::config(what, source))?;
+        let chain = certificates.collect();
+        Ok(TlsIdentity {
+            inner,
+            parts: IdentityParts { key, leaf, chain },
+        })
     }
 
     /// Like [`from_pem`](Self::from_pem), reading both parts from files.
@@ -184,12 +211,24 @@ impl TlsIdentity {
     ///
     /// [`TlsError::Config`] if the archive cannot be parsed or `password` is wrong.
     pub fn from_pkcs12(der: &[u8], password: &str) -> Result<Self, TlsError> {
-        native_tls::Identity::from_pkcs12(der, password)
-            .map(|inner| TlsIdentity { inner })
-            .map_err(|source| TlsError::Config {
-                what: "identity from PKCS#12",
-                source,
-            })
+        let what = "identity from PKCS#12";
+        let inner = native_tls::Identity::from_pkcs12(der, password)
+            .map_err(|source| TlsError::config(what, source))?;
+        let parsed = openssl::pkcs12::Pkcs12::from_der(der)
+            .and_then(|archive| archive.parse2(password))
+            .map_err(|source| TlsError::config(what, source))?;
+        let (Some(key), Some(leaf)) = (parsed.pkey, parsed.cert) else {
+            return Err(TlsError::config(
+                what,
+                "no key or no certificate in the archive",
+            ));
+        };
+        // OpenSSL's parse hands the intermediates over last first.
+        let chain = parsed.ca.into_iter().flatten().rev().collect();
+        Ok(TlsIdentity {
+            inner,
+            parts: IdentityParts { key, leaf, chain },
+        })
     }
 
     /// Like [`from_pkcs12`](Self::from_pkcs12), reading the archive from a file.
@@ -345,9 +384,8 @@ impl TlsClientConfigBuilder {
     pub fn build(self) -> Result<TlsClientConfig, TlsError> {
         let mut builder = native_tls::TlsConnector::builder();
         for pem in &self.root_pems {
-            let root_error = |source| TlsError::Config {
-                what: "trusted root certificate (PEM)",
-                source,
+            let root_error = |source: native_tls::Error| {
+                TlsError::config("trusted root certificate (PEM)", source)
             };
             let certificates = match native_tls::Certificate::stack_from_pem(pem) {
                 Ok(certificates) if !certificates.is_empty() => certificates,
@@ -369,10 +407,9 @@ impl TlsClientConfigBuilder {
             .danger_accept_invalid_certs(self.accept_invalid_certs)
             .danger_accept_invalid_hostnames(self.accept_invalid_hostnames)
             .request_alpns(&alpn);
-        let connector = builder.build().map_err(|source| TlsError::Config {
-            what: "client connector",
-            source,
-        })?;
+        let connector = builder
+            .build()
+            .map_err(|source| TlsError::config("client connector", source))?;
         Ok(TlsClientConfig {
             connector,
             limits: self.limits,
@@ -383,7 +420,18 @@ impl TlsClientConfigBuilder {
 /// Settings shared by every server session started from it: the identity it presents, the
 /// ALPN protocols it accepts and the buffer bounds. Build one with [`TlsServerConfig::builder`].
 ///
-/// Clients are not asked for certificates (native-tls does not offer it).
+/// Clients are not asked for certificates.
+///
+/// # TLS 1.3, and why not through native-tls
+///
+/// A server speaks TLS 1.3 as well as 1.2. native-tls's acceptor cannot: it starts from
+/// Mozilla's "intermediate" server profile in the version written before TLS 1.3, which turns
+/// TLS 1.3 off, and offers no way to turn it back on. So the server is built on the `openssl`
+/// crate that native-tls uses on Linux, with the same profile and settings as native-tls's
+/// acceptor (its TLS 1.2 cipher list and order, the server's preference) and TLS 1.3 turned
+/// back on. The client side is native-tls's.
+/// [`with_max_version`](TlsServerConfigBuilder::with_max_version) holds a server to TLS 1.2,
+/// where it then behaves as native-tls's acceptor does.
 ///
 /// # Examples
 ///
@@ -398,8 +446,8 @@ impl TlsClientConfigBuilder {
 /// ```
 #[derive(Clone)]
 pub struct TlsServerConfig {
-    /// The built native-tls acceptor.
-    pub(crate) acceptor: native_tls::TlsAcceptor,
+    /// The built acceptor.
+    pub(crate) acceptor: SslAcceptor,
     /// Buffer bounds for each session.
     pub(crate) limits: TlsLimits,
 }
@@ -418,6 +466,7 @@ impl TlsServerConfig {
         TlsServerConfigBuilder {
             identity,
             alpn: Vec::new(),
+            max_version: TlsVersion::Tls13,
             limits: TlsLimits::default(),
         }
     }
@@ -435,8 +484,20 @@ pub struct TlsServerConfigBuilder {
     identity: TlsIdentity,
     /// ALPN protocols accepted, most preferred first.
     alpn: Vec<String>,
+    /// The newest protocol version negotiated.
+    max_version: TlsVersion,
     /// Buffer bounds.
     limits: TlsLimits,
+}
+
+/// A TLS protocol version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum TlsVersion {
+    /// TLS 1.2 (RFC 5246).
+    Tls12,
+    /// TLS 1.3 (RFC 8446).
+    Tls13,
 }
 
 impl TlsServerConfigBuilder {
@@ -444,6 +505,13 @@ impl TlsServerConfigBuilder {
     /// offers is chosen. A client offering none of them gets no ALPN answer.
     pub fn with_alpn_protocols(mut self, protocols: &[&str]) -> Self {
         self.alpn = protocols.iter().map(|p| p.to_string()).collect();
+        self
+    }
+
+    /// Negotiates no protocol version newer than `version` (default TLS 1.3), e.g. to measure
+    /// against a TLS 1.2-only peer.
+    pub fn with_max_version(mut self, version: TlsVersion) -> Self {
+        self.max_version = version;
         self
     }
 
@@ -460,19 +528,51 @@ impl TlsServerConfigBuilder {
     /// [`TlsError::Config`] if OpenSSL rejects the identity (e.g. the key does not match the
     /// certificate) or the settings.
     pub fn build(self) -> Result<TlsServerConfig, TlsError> {
-        let mut builder = native_tls::TlsAcceptor::builder(self.identity.inner);
-        if !self.alpn.is_empty() {
-            builder.accept_alpn(&self.alpn);
+        let error = |source| TlsError::config("server acceptor", source);
+        // native-tls's acceptor, with TLS 1.3 back on (see `TlsServerConfig`).
+        let mut builder = SslAcceptor::mozilla_intermediate(SslMethod::tls()).map_err(error)?;
+        builder.clear_options(SslOptions::NO_TLSV1_3);
+        let IdentityParts { key, leaf, chain } = self.identity.parts;
+        // The certificate first: a key set before a certificate it does not match is dropped
+        // without a word, and every handshake then fails ("no shared cipher").
+        builder.set_certificate(&leaf).map_err(error)?;
+        builder.set_private_key(&key).map_err(error)?;
+        for certificate in chain {
+            builder.add_extra_chain_cert(certificate).map_err(error)?;
         }
-        let acceptor = builder.build().map_err(|source| TlsError::Config {
-            what: "server acceptor",
-            source,
-        })?;
+        builder.check_private_key().map_err(error)?;
+        let max = match self.max_version {
+            TlsVersion::Tls12 => SslVersion::TLS1_2,
+            TlsVersion::Tls13 => SslVersion::TLS1_3,
+        };
+        builder.set_max_proto_version(Some(max)).map_err(error)?;
+        if !self.alpn.is_empty() {
+            let ours = self.alpn;
+            builder.set_alpn_select_callback(move |_, offered| {
+                choose_alpn(&ours, offered).ok_or(AlpnError::NOACK)
+            });
+        }
         Ok(TlsServerConfig {
-            acceptor,
+            acceptor: builder.build(),
             limits: self.limits,
         })
     }
+}
+
+/// Our first ALPN protocol that the client also offers, as it appears in the client's list
+/// (`offered`: the wire format, each name after its length byte).
+fn choose_alpn<'a>(ours: &[String], offered: &'a [u8]) -> Option<&'a [u8]> {
+    let mut names = Vec::new();
+    let mut rest = offered;
+    while let Some((&len, tail)) = rest.split_first() {
+        let Some((name, after)) = tail.split_at_checked(usize::from(len)) else {
+            break;
+        };
+        names.push(name);
+        rest = after;
+    }
+    ours.iter()
+        .find_map(|want| names.iter().copied().find(|name| *name == want.as_bytes()))
 }
 
 /// Reads a whole file, naming it in the error.
@@ -481,4 +581,24 @@ fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::choose_alpn;
+
+    #[test]
+    fn alpn_takes_our_first_choice_the_client_offers_from_the_clients_list() {
+        let ours = ["h2".to_string(), "http/1.1".to_string()];
+        let offered = b"\x08http/1.1\x02h2";
+        let chosen = choose_alpn(&ours, offered).unwrap();
+        assert_eq!(chosen, b"h2");
+        // A slice of the client's list, not of ours.
+        assert!(std::ptr::eq(chosen.as_ptr(), offered[10..].as_ptr()));
+        assert_eq!(choose_alpn(&ours, b"\x06spdy/3"), None);
+        assert_eq!(choose_alpn(&ours, b""), None);
+        // A length past the end, and one of zero: nothing read beyond the list, no panic.
+        assert_eq!(choose_alpn(&ours, b"\x02h2\x09http/1.1"), Some(&b"h2"[..]));
+        assert_eq!(choose_alpn(&ours, b"\x00\x07http/1."), None);
+    }
 }

@@ -29,7 +29,7 @@ type EventCallback = Box<dyn FnMut(&TlsEvent) + Send>;
 /// application.
 ///
 /// Versile `VTLSTransport` (`VTLSClient`, `VTLSServer`), without the loopback socket pair:
-/// the session is sans-IO ([`TlsSession`] on native-tls) and the element moves its bytes.
+/// the session is sans-IO ([`TlsSession`], on OpenSSL) and the element moves its bytes.
 ///
 /// ```text
 ///                   cipher_io()                              plain_io()

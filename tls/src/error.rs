@@ -1,6 +1,7 @@
 //! The crate's error type, [`TlsError`], and the classification of OpenSSL's failure reports.
 //!
-//! native-tls gives one opaque error per failure. Its text carries the OpenSSL reason
+//! native-tls gives one opaque error per failure, and OpenSSL's own errors (a server's) are no
+//! easier to tell apart by code. Their text carries the OpenSSL reason
 //! ("certificate verify failed", "tlsv1 alert unknown ca", "unexpected eof while reading") and,
 //! for a failed certificate check, the X.509 verify result in parentheses ("certificate has
 //! expired", "hostname mismatch"). [`classify`] reads the whole source chain and turns that text
@@ -71,9 +72,9 @@ pub enum TlsError {
     Config {
         /// What was being built, e.g. "trusted root certificate (PEM)".
         what: &'static str,
-        /// The error native-tls reported.
+        /// The error native-tls or OpenSSL reported.
         #[source]
-        source: native_tls::Error,
+        source: Box<dyn StdError + Send + Sync>,
     },
     /// The handshake failed for a protocol reason: the peer sent something we cannot accept,
     /// no common protocol version or cipher suite, garbage instead of TLS records, ...
@@ -164,6 +165,17 @@ impl TlsError {
                 | TlsError::HostnameMismatch { .. }
                 | TlsError::UnknownIssuer { .. }
         )
+    }
+
+    /// A [`TlsError::Config`] for building `what`.
+    pub(crate) fn config(
+        what: &'static str,
+        source: impl Into<Box<dyn StdError + Send + Sync>>,
+    ) -> Self {
+        TlsError::Config {
+            what,
+            source: source.into(),
+        }
     }
 }
 

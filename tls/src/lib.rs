@@ -1,13 +1,15 @@
-//! A sans-IO TLS session on native-tls: ciphertext in and out on one side, plaintext in and out
-//! on the other, with every buffer bounded.
+//! A sans-IO TLS session on OpenSSL (clients through native-tls): ciphertext in and out on one
+//! side, plaintext in and out on the other, with every buffer bounded.
 //!
 //! # What it does not do
 //!
 //! - **No I/O.** It owns no socket, spawns nothing, reads no clock and never blocks. A driver
 //!   (weir's TLS chain element, or a test pump) moves the bytes. There are no timeouts either:
 //!   a handshake that never finishes is the driver's timer's business.
-//! - **No TLS of its own.** The protocol is OpenSSL's on Linux (native-tls picks the platform
-//!   library elsewhere), with native-tls's defaults: TLS 1.2 and up, the system's trusted roots.
+//! - **No TLS of its own.** The protocol is OpenSSL's: a client through native-tls, with its
+//!   defaults (TLS 1.2 and 1.3, the system's trusted roots); a server through the `openssl`
+//!   crate that native-tls uses here, since native-tls's own acceptor cannot speak TLS 1.3
+//!   (TLS 1.2 and 1.3, Mozilla's intermediate profile; see [`TlsServerConfig`]).
 //! - **No client certificates on the server side**, no session resumption control, no
 //!   certificate parsing (the peer's leaf is handed over as DER).
 //!
@@ -87,11 +89,12 @@ mod element;
 mod error;
 pub mod net;
 mod session;
+mod stream;
 mod transport;
 
 pub use config::{
     TlsClientConfig, TlsClientConfigBuilder, TlsIdentity, TlsLimits, TlsServerConfig,
-    TlsServerConfigBuilder,
+    TlsServerConfigBuilder, TlsVersion,
 };
 pub use element::TlsElement;
 pub use error::TlsError;

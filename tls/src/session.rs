@@ -3,16 +3,16 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io;
 use std::mem;
 
 use bytes::Bytes;
-use native_tls::{HandshakeError, MidHandshakeTlsStream, TlsStream};
 
 use weir_io::Chunks;
 
 use crate::config::{TlsClientConfig, TlsLimits, TlsServerConfig};
 use crate::error::{classify, Phase, TlsError};
+use crate::stream::{Mid, Step, Stream};
 use crate::transport::{Incoming, MemoryTransport};
 
 /// Most plaintext bytes in one TLS record; plaintext is encrypted at most this much at a time.
@@ -78,25 +78,10 @@ impl HandshakeInfo {
     }
 
     /// Collects the information from an established stream.
-    fn from_stream(stream: &TlsStream<MemoryTransport>) -> Self {
-        let peer_certificate = match stream.peer_certificate() {
-            Ok(Some(certificate)) => match certificate.to_der() {
-                Ok(der) => Some(Bytes::from(der)),
-                Err(error) => {
-                    tracing::debug!(%error, "cannot encode the peer certificate");
-                    None
-                }
-            },
-            Ok(None) => None,
-            Err(error) => {
-                tracing::debug!(%error, "cannot get the peer certificate");
-                None
-            }
-        };
-        let alpn_protocol = stream.negotiated_alpn().ok().flatten().map(Bytes::from);
+    fn from_stream(stream: &Stream) -> Self {
         HandshakeInfo {
-            peer_certificate,
-            alpn_protocol,
+            peer_certificate: stream.peer_certificate_der().map(Bytes::from),
+            alpn_protocol: stream.alpn_protocol().map(Bytes::from),
         }
     }
 }
@@ -104,8 +89,8 @@ impl HandshakeInfo {
 /// A TLS session that owns no socket: ciphertext and plaintext pass through it as byte slices.
 ///
 /// Start one with [`client`](Self::client) or [`server`](Self::server). The handshake, the
-/// encryption and the close are OpenSSL's (through native-tls); the session decides when to run
-/// them and keeps every buffer bounded (see [`TlsLimits`]).
+/// encryption and the close are OpenSSL's (a client's through native-tls); the session decides when
+/// to run them and keeps every buffer bounded (see [`TlsLimits`]).
 ///
 /// # Methods by kind
 ///
@@ -242,9 +227,9 @@ pub struct TlsSession {
 #[derive(Debug)]
 enum Stage {
     /// The handshake is running.
-    Handshaking(MidHandshakeTlsStream<MemoryTransport>),
+    Handshaking(Mid),
     /// The handshake finished; records flow.
-    Established(TlsStream<MemoryTransport>),
+    Established(Stream),
     /// The stream is gone: the session failed or the transport was lost.
     Gone,
 }
@@ -290,7 +275,7 @@ impl TlsSession {
             });
         }
         let transport = MemoryTransport::default();
-        let started = config.connector.connect(server_name, transport.clone());
+        let started = Step::client(config.connector.connect(server_name, transport.clone()));
         Self::start(TlsRole::Client, config.limits, transport, started)
     }
 
@@ -302,7 +287,7 @@ impl TlsSession {
     #[doc(alias = "VTLSServer")]
     pub fn server(config: &TlsServerConfig) -> Result<Self, TlsError> {
         let transport = MemoryTransport::default();
-        let started = config.acceptor.accept(transport.clone());
+        let started = Step::server(config.acceptor.accept(transport.clone()));
         Self::start(TlsRole::Server, config.limits, transport, started)
     }
 
@@ -543,7 +528,7 @@ impl TlsSession {
             let queues = self.transport.lock();
             !queues.incoming.is_empty() || queues.incoming_ended
         };
-        fresh || !stream.buffered_read_size().is_ok_and(|held| held == 0)
+        fresh || stream.buffered() > 0
     }
 
     /// Takes the next event, if any.
@@ -627,7 +612,7 @@ impl TlsSession {
         role: TlsRole,
         limits: TlsLimits,
         transport: MemoryTransport,
-        started: Result<TlsStream<MemoryTransport>, HandshakeError<MemoryTransport>>,
+        started: Step,
     ) -> Result<Self, TlsError> {
         let mut session = TlsSession {
             role,
@@ -642,11 +627,9 @@ impl TlsSession {
             handshake_info: None,
         };
         match started {
-            Ok(stream) => session.establish(stream),
-            Err(HandshakeError::WouldBlock(mid)) => session.stage = Stage::Handshaking(mid),
-            Err(HandshakeError::Failure(error)) => {
-                return Err(classify(&error, Phase::Handshake));
-            }
+            Step::Done(stream) => session.establish(stream),
+            Step::Again(mid) => session.stage = Stage::Handshaking(mid),
+            Step::Failed(error) => return Err(error),
         }
         Ok(session)
     }
@@ -658,12 +641,10 @@ impl TlsSession {
             let Stage::Handshaking(mid) = mem::replace(&mut self.stage, Stage::Gone) else {
                 return;
             };
-            match mid.handshake() {
-                Ok(stream) => self.establish(stream),
-                Err(HandshakeError::WouldBlock(mid)) => self.stage = Stage::Handshaking(mid),
-                Err(HandshakeError::Failure(error)) => {
-                    self.fail(classify(&error, Phase::Handshake));
-                }
+            match mid.resume() {
+                Step::Done(stream) => self.establish(stream),
+                Step::Again(mid) => self.stage = Stage::Handshaking(mid),
+                Step::Failed(error) => self.fail(error),
             }
         } else {
             self.pump_writes();
@@ -671,7 +652,7 @@ impl TlsSession {
     }
 
     /// Records a finished handshake and starts sending pending plaintext.
-    fn establish(&mut self, stream: TlsStream<MemoryTransport>) {
+    fn establish(&mut self, stream: Stream) {
         let info = HandshakeInfo::from_stream(&stream);
         tracing::debug!(role = ?self.role, alpn = ?info.alpn_protocol, "tls handshake done");
         self.stage = Stage::Established(stream);

@@ -1,11 +1,11 @@
-//! The in-memory transport that native-tls reads ciphertext from and writes ciphertext to.
+//! The in-memory transport that OpenSSL reads ciphertext from and writes ciphertext to.
 //!
-//! native-tls wants a `Read + Write` stream. [`MemoryTransport`] is one over two byte queues that
-//! the session fills and drains: reading an empty incoming queue returns
-//! [`WouldBlock`](std::io::ErrorKind::WouldBlock) until the transport is marked ended, then
+//! native-tls (and the `openssl` crate under it) wants a `Read + Write` stream. [`MemoryTransport`]
+//! is one over two byte queues that the session fills and drains: reading an empty incoming queue
+//! returns [`WouldBlock`](std::io::ErrorKind::WouldBlock) until the transport is marked ended, then
 //! `Ok(0)`; writing always succeeds and appends to the outgoing queue (the session bounds that
-//! queue by not encrypting more plaintext while it is long). This keeps OpenSSL fully
-//! non-blocking: every call returns, handshakes surface as `HandshakeError::WouldBlock`.
+//! queue by not encrypting more plaintext while it is long). This keeps OpenSSL fully non-blocking:
+//! every call returns, handshakes surface as `HandshakeError::WouldBlock`.
 //!
 //! The queues sit behind a shared handle rather than inside the stream because native-tls takes
 //! the stream by value and drops it when a handshake fails; the alert OpenSSL wrote just before

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{client_trusting_ca, pki, ChildGuard, SServer};
-use weir_tls::{TlsError, TlsEvent, TlsSession};
+use weir_tls::{TlsError, TlsEvent, TlsSession, TlsVersion};
 
 /// Upper bound for any single wait in these tests; reached only when something is broken.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -223,7 +223,26 @@ fn client_session_rejects_expired_certificate_from_openssl_s_server() {
 }
 
 #[test]
-fn server_session_against_openssl_s_client() {
+fn server_session_against_openssl_s_client_speaks_tls13() {
+    let stderr = server_session_against_openssl_s_client(None);
+    assert!(stderr.contains("Protocol version: TLSv1.3"), "{stderr}");
+}
+
+/// Held to TLS 1.2, the server chooses as native-tls's acceptor does (its own preference
+/// first: ChaCha20-Poly1305 with an ECDSA key).
+#[test]
+fn server_session_held_to_tls12_against_openssl_s_client() {
+    let stderr = server_session_against_openssl_s_client(Some(TlsVersion::Tls12));
+    assert!(stderr.contains("Protocol version: TLSv1.2"), "{stderr}");
+    assert!(
+        stderr.contains("Ciphersuite: ECDHE-ECDSA-CHACHA20-POLY1305"),
+        "{stderr}"
+    );
+}
+
+/// A line each way with ALPN, close_notify from us; the server held to `max_version` if
+/// given. Returns s_client's standard error, where `-brief` reports the connection.
+fn server_session_against_openssl_s_client(max_version: Option<TlsVersion>) -> String {
     let pki = pki();
     let dir = tempfile::tempdir().unwrap();
     let ca = write_file(dir.path(), "ca.pem", &pki.ca.cert_pem);
@@ -243,12 +262,14 @@ fn server_session_against_openssl_s_client() {
             "-verify_return_error",
             "-alpn",
             "weir/1",
-            "-quiet",
+            "-brief",
+            "-ign_eof",
         ],
         Stdio::piped(),
         Stdio::piped(),
     );
-    // s_client reads its stdin and sends it; -quiet keeps the connection open after stdin ends.
+    // s_client reads its stdin and sends it; -ign_eof keeps the connection open after stdin
+    // ends.
     let mut stdin = client.0.stdin.take().unwrap();
     stdin.write_all(b"ping from s_client\n").unwrap();
     drop(stdin);
@@ -276,10 +297,12 @@ fn server_session_against_openssl_s_client() {
     };
     stream.set_nonblocking(false).unwrap();
 
-    let config = weir_tls::TlsServerConfig::builder(pki.localhost.identity())
-        .with_alpn_protocols(&["weir/1"])
-        .build()
-        .unwrap();
+    let mut config = weir_tls::TlsServerConfig::builder(pki.localhost.identity())
+        .with_alpn_protocols(&["weir/1"]);
+    if let Some(version) = max_version {
+        config = config.with_max_version(version);
+    }
+    let config = config.build().unwrap();
     let mut pump = SocketPump::new(TlsSession::server(&config).unwrap(), stream);
     pump.run_until("the line from s_client", |p| {
         p.failure().is_some() || p.received.ends_with(b"\n")
@@ -303,6 +326,8 @@ fn server_session_against_openssl_s_client() {
         String::from_utf8_lossy(&out),
         client.stderr()
     );
-    assert!(status.success(), "s_client failed: {}", client.stderr());
+    let stderr = client.stderr();
+    assert!(status.success(), "s_client failed: {stderr}");
     assert!(pump.failure().is_none(), "{:?}", pump.events);
+    stderr
 }
