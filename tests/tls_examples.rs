@@ -1,5 +1,7 @@
-//! The TLS examples run as processes on loopback: the echo server against `openssl s_client`,
-//! the client against `openssl s_server`, and the two examples against each other.
+//! The TLS examples run as processes on loopback: the echo server against `openssl s_client`
+//! and GnuTLS's `gnutls-cli`, the client against `openssl s_server` and `gnutls-serv`, and
+//! the two examples against each other. GnuTLS is a TLS implementation of its own, so those
+//! tests are not OpenSSL talking to itself.
 
 #[path = "../tls/tests/common/mod.rs"]
 mod common;
@@ -8,6 +10,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use common::{lines, pki, wait_for, ChildGuard, SServer};
 
@@ -203,4 +206,134 @@ fn client_example_rejects_an_unknown_issuer_with_its_reason() {
         stderr.contains("not issued by a trusted authority"),
         "{stderr}"
     );
+}
+
+/// The IPv4 TCP port that process `pid` listens on: its socket inodes, looked up in
+/// `/proc/net/tcp` (`gnutls-serv`, told port 0, does not print the port it got).
+fn listening_port(pid: u32) -> Option<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|target| {
+            let inode = target
+                .to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?;
+            Some(inode.to_owned())
+        })
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        // sl, local address (HEXADDR:HEXPORT), remote address, state (0A: listening), ...,
+        // and the inode tenth.
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (state, inode) = (*fields.get(3)?, *fields.get(9)?);
+        if state != "0A" || !inodes.iter().any(|ours| ours == inode) {
+            return None;
+        }
+        u16::from_str_radix(fields.get(1)?.rsplit(':').next()?, 16).ok()
+    })
+}
+
+/// Starts `gnutls-serv --echo` presenting `cert` on a port the OS picks; returns it and the
+/// port once it listens. (Its "listening" line cannot tell: into a pipe, its output is
+/// buffered until it exits.)
+fn start_gnutls_serv(cert: &str, key: &str) -> (ChildGuard, u16) {
+    let mut server = ChildGuard(
+        Command::new("gnutls-serv")
+            .args(["--echo", "--port", "0", "--x509certfile", cert])
+            .args(["--x509keyfile", key])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the gnutls-serv command (Debian package gnutls-bin) is needed"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(port) = listening_port(server.0.id()) {
+            return (server, port);
+        }
+        if Instant::now() > deadline || server.0.try_wait().unwrap().is_some() {
+            panic!("gnutls-serv did not listen: {}", server.stderr());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The echo server example against GnuTLS's client, with `priority` (a GnuTLS priority
+/// string) making it speak `version`: a MiB of arbitrary bytes comes back byte for byte, and
+/// the end of the client's input (its close_notify) ends the connection cleanly.
+fn echo_server_example_against_gnutls_cli(priority: &str, version: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = write_certificates(dir.path());
+    let (_server, address) = start_echo_server(&cert, &key);
+    let (host, port) = address.rsplit_once(':').unwrap();
+    let log = dir.path().join("gnutls-cli.log");
+    let mut client = ChildGuard(
+        Command::new("gnutls-cli")
+            .args(["--x509cafile", &ca, "--sni-hostname", "localhost"])
+            .args(["--verify-hostname", "localhost", "--priority", priority])
+            // Its own messages go to the log, so that standard output is the echo alone.
+            .arg(format!("--logfile={}", log.display()))
+            .args(["--port", port, host])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the gnutls-cli command (Debian package gnutls-bin) is needed"),
+    );
+    let data = common::pattern(1024 * 1024, 11);
+    let mut stdin = client.0.stdin.take().unwrap();
+    let input = data.clone();
+    let feeder = std::thread::spawn(move || stdin.write_all(&input).unwrap());
+    let mut stdout = client.0.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        stdout.read_to_end(&mut out).unwrap();
+        out
+    });
+    let status = client.wait();
+    feeder.join().unwrap();
+    let echoed = reader.join().unwrap();
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "gnutls-cli: {} {log}", client.stderr());
+    assert!(log.contains("Handshake was completed"), "{log}");
+    assert!(
+        log.contains(&format!("({version}-")),
+        "not {version}: {log}"
+    );
+    assert_eq!(echoed.len(), data.len(), "{log}");
+    assert!(echoed == data, "the echo differs from what was sent");
+}
+
+#[test]
+fn echo_server_example_against_gnutls_cli_tls13() {
+    echo_server_example_against_gnutls_cli("NORMAL", "TLS1.3");
+}
+
+#[test]
+fn echo_server_example_against_gnutls_cli_tls12() {
+    echo_server_example_against_gnutls_cli("NORMAL:-VERS-ALL:+VERS-TLS1.2", "TLS1.2");
+}
+
+#[test]
+fn client_example_against_gnutls_serv() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = write_certificates(dir.path());
+    let (_server, port) = start_gnutls_serv(&cert, &key);
+    let mut client = start_client(&format!("localhost:{port}"), Some(&ca));
+    let echoed = lines(client.0.stdout.take().unwrap());
+    let stdin = client.0.stdin.as_mut().unwrap();
+    stdin.write_all(b"from weir to gnutls\n").unwrap();
+    stdin.flush().unwrap();
+    let text = wait_for(&echoed, "from weir to gnutls");
+    if !text.contains("from weir to gnutls") {
+        client.close_stdin();
+        panic!("tls_client printed {text:?}: {}", client.stderr());
+    }
+    // End of input: close_notify; gnutls-serv closes too and the client exits 0.
+    client.close_stdin();
+    let status = client.wait();
+    assert!(status.success(), "tls_client: {}", client.stderr());
 }
