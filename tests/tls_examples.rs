@@ -93,6 +93,23 @@ fn start_client(target: &str, ca: Option<&str>) -> ChildGuard {
     )
 }
 
+/// Writes `data` to the child's standard input and closes it (for a TLS client, the end of
+/// its input: close_notify follows), reads its standard output to the end, and waits for it.
+fn pipe_through(child: &mut ChildGuard, data: &[u8]) -> (std::process::ExitStatus, Vec<u8>) {
+    let mut stdin = child.0.stdin.take().unwrap();
+    let input = data.to_vec();
+    let feeder = std::thread::spawn(move || stdin.write_all(&input).unwrap());
+    let mut stdout = child.0.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        stdout.read_to_end(&mut out).unwrap();
+        out
+    });
+    let status = child.wait();
+    feeder.join().unwrap();
+    (status, reader.join().unwrap())
+}
+
 #[test]
 fn echo_server_example_against_openssl_s_client() {
     let dir = tempfile::tempdir().unwrap();
@@ -171,21 +188,7 @@ fn client_example_through_echo_server_example_byte_for_byte() {
     let port = address.rsplit_once(':').unwrap().1;
     let mut client = start_client(&format!("localhost:{port}"), Some(&ca));
     let data = common::pattern(16 * 1024 * 1024, 3);
-    let mut stdin = client.0.stdin.take().unwrap();
-    let input = data.clone();
-    let feeder = std::thread::spawn(move || {
-        stdin.write_all(&input).unwrap();
-        // Dropping stdin ends the client's input: close_notify follows.
-    });
-    let mut stdout = client.0.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        stdout.read_to_end(&mut out).unwrap();
-        out
-    });
-    let status = client.wait();
-    feeder.join().unwrap();
-    let echoed = reader.join().unwrap();
+    let (status, echoed) = pipe_through(&mut client, &data);
     assert!(status.success(), "tls_client: {}", client.stderr());
     assert_eq!(echoed.len(), data.len());
     assert!(echoed == data, "the echo differs from what was sent");
@@ -284,18 +287,7 @@ fn echo_server_example_against_gnutls_cli(priority: &str, version: &str) {
             .expect("the gnutls-cli command (Debian package gnutls-bin) is needed"),
     );
     let data = common::pattern(1024 * 1024, 11);
-    let mut stdin = client.0.stdin.take().unwrap();
-    let input = data.clone();
-    let feeder = std::thread::spawn(move || stdin.write_all(&input).unwrap());
-    let mut stdout = client.0.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        stdout.read_to_end(&mut out).unwrap();
-        out
-    });
-    let status = client.wait();
-    feeder.join().unwrap();
-    let echoed = reader.join().unwrap();
+    let (status, echoed) = pipe_through(&mut client, &data);
     let log = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(status.success(), "gnutls-cli: {} {log}", client.stderr());
     assert!(log.contains("Handshake was completed"), "{log}");
