@@ -110,6 +110,21 @@ fn pipe_through(child: &mut ChildGuard, data: &[u8]) -> (std::process::ExitStatu
     (status, reader.join().unwrap())
 }
 
+/// Writes `line` and a newline to the child's standard input and waits until its standard
+/// output has it back; otherwise ends the child and panics with what it printed.
+fn expect_echo(child: &mut ChildGuard, line: &str) {
+    let echoed = lines(child.0.stdout.take().unwrap());
+    let stdin = child.0.stdin.as_mut().unwrap();
+    stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let text = wait_for(&echoed, line);
+    if !text.contains(line) {
+        child.close_stdin();
+        child.wait();
+        panic!("the child printed {text:?}: {}", child.stderr());
+    }
+}
+
 #[test]
 fn echo_server_example_against_openssl_s_client() {
     let dir = tempfile::tempdir().unwrap();
@@ -131,17 +146,8 @@ fn echo_server_example_against_openssl_s_client() {
             .spawn()
             .expect("the openssl command line tool is needed"),
     );
-    let echoed = lines(client.0.stdout.take().unwrap());
-    let stdin = client.0.stdin.as_mut().unwrap();
     // Not a line starting with Q, R or K: s_client reads those as commands.
-    stdin.write_all(b"hello from s_client\n").unwrap();
-    stdin.flush().unwrap();
-    let text = wait_for(&echoed, "hello from s_client");
-    if !text.contains("hello from s_client") {
-        client.close_stdin();
-        client.wait();
-        panic!("s_client printed {text:?}: {}", client.stderr());
-    }
+    expect_echo(&mut client, "hello from s_client");
     client.close_stdin();
     let status = client.wait();
     assert!(status.success(), "s_client: {}", client.stderr());
@@ -315,15 +321,7 @@ fn client_example_against_gnutls_serv() {
     let (ca, cert, key) = write_certificates(dir.path());
     let (_server, port) = start_gnutls_serv(&cert, &key);
     let mut client = start_client(&format!("localhost:{port}"), Some(&ca));
-    let echoed = lines(client.0.stdout.take().unwrap());
-    let stdin = client.0.stdin.as_mut().unwrap();
-    stdin.write_all(b"from weir to gnutls\n").unwrap();
-    stdin.flush().unwrap();
-    let text = wait_for(&echoed, "from weir to gnutls");
-    if !text.contains("from weir to gnutls") {
-        client.close_stdin();
-        panic!("tls_client printed {text:?}: {}", client.stderr());
-    }
+    expect_echo(&mut client, "from weir to gnutls");
     // End of input: close_notify; gnutls-serv closes too and the client exits 0.
     client.close_stdin();
     let status = client.wait();
