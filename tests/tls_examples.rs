@@ -58,9 +58,15 @@ fn write_certificates(dir: &Path) -> (String, String, String) {
 
 /// Starts the echo server example on an ephemeral port; returns it and its address.
 fn start_echo_server(cert: &str, key: &str) -> (ChildGuard, String) {
+    start_echo_server_with(cert, key, &[])
+}
+
+/// As [`start_echo_server`], with these extra environment variables.
+fn start_echo_server_with(cert: &str, key: &str, env: &[(&str, &str)]) -> (ChildGuard, String) {
     let mut child = ChildGuard(
         Command::new(example("tls_echo_server"))
             .args(["127.0.0.1:0", cert, key])
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -151,6 +157,29 @@ fn echo_server_example_against_openssl_s_client() {
     client.close_stdin();
     let status = client.wait();
     assert!(status.success(), "s_client: {}", client.stderr());
+}
+
+/// TLS 1.1 is refused with a protocol_version alert, also where OpenSSL's configuration
+/// would allow it. Debian's allows nothing below 1.2, so both processes run without one
+/// (`OPENSSL_CONF=/dev/null`) and s_client lowers its security level so that it may offer
+/// 1.1: a server that took 1.1 would fail later, for want of a signature algorithm, with an
+/// internal_error alert.
+#[test]
+fn echo_server_example_refuses_tls11() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_ca, cert, key) = write_certificates(dir.path());
+    let no_config = [("OPENSSL_CONF", "/dev/null")];
+    let (_server, address) = start_echo_server_with(&cert, &key, &no_config);
+    let output = Command::new("openssl")
+        .args(["s_client", "-connect", &address, "-tls1_1"])
+        .args(["-cipher", "DEFAULT:@SECLEVEL=0"])
+        .envs(no_config)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the openssl command line tool is needed");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("alert protocol version"), "{stderr}");
 }
 
 #[test]

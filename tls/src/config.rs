@@ -247,8 +247,9 @@ impl TlsIdentity {
 ///
 /// Safe by default: the server's certificate chain is checked against the system's trusted
 /// roots, its name is checked against the name given to
-/// [`TlsSession::client`](crate::TlsSession::client), and that name is sent as SNI. Build one
-/// with [`TlsClientConfig::builder`].
+/// [`TlsSession::client`](crate::TlsSession::client), and that name is sent as SNI. TLS 1.3
+/// and 1.2 are offered, never 1.0 or 1.1 (RFC 8996), whatever OpenSSL's own configuration
+/// allows. Build one with [`TlsClientConfig::builder`].
 ///
 /// # Examples
 ///
@@ -299,6 +300,8 @@ pub struct TlsClientConfigBuilder {
     alpn: Vec<String>,
     /// A client certificate, if the server asks for one.
     identity: Option<TlsIdentity>,
+    /// The newest protocol version offered.
+    max_version: TlsVersion,
     /// Buffer bounds.
     limits: TlsLimits,
 }
@@ -313,6 +316,7 @@ impl Default for TlsClientConfigBuilder {
             accept_invalid_hostnames: false,
             alpn: Vec::new(),
             identity: None,
+            max_version: TlsVersion::Tls13,
             limits: TlsLimits::default(),
         }
     }
@@ -351,6 +355,13 @@ impl TlsClientConfigBuilder {
     /// Presents this certificate when the server asks for one.
     pub fn with_client_identity(mut self, identity: TlsIdentity) -> Self {
         self.identity = Some(identity);
+        self
+    }
+
+    /// Offers no protocol version newer than `version` (default TLS 1.3), e.g. to test a
+    /// server's TLS 1.2 path.
+    pub fn with_max_version(mut self, version: TlsVersion) -> Self {
+        self.max_version = version;
         self
     }
 
@@ -401,7 +412,15 @@ impl TlsClientConfigBuilder {
             builder.identity(identity.inner.clone());
         }
         let alpn: Vec<&str> = self.alpn.iter().map(String::as_str).collect();
+        // native-tls names no version past 1.2: no maximum means the newest OpenSSL has.
+        let max = match self.max_version {
+            TlsVersion::Tls12 => Some(native_tls::Protocol::Tlsv12),
+            TlsVersion::Tls13 => None,
+        };
         builder
+            // RFC 8996: never TLS 1.0 or 1.1, whatever OpenSSL's configuration allows.
+            .min_protocol_version(Some(native_tls::Protocol::Tlsv12))
+            .max_protocol_version(max)
             .disable_built_in_roots(!self.built_in_roots)
             .use_sni(self.sni)
             .danger_accept_invalid_certs(self.accept_invalid_certs)
@@ -420,7 +439,8 @@ impl TlsClientConfigBuilder {
 /// Settings shared by every server session started from it: the identity it presents, the
 /// ALPN protocols it accepts and the buffer bounds. Build one with [`TlsServerConfig::builder`].
 ///
-/// Clients are not asked for certificates.
+/// Clients are not asked for certificates. TLS 1.3 and 1.2 are spoken, never 1.0 or 1.1 (RFC
+/// 8996), whatever OpenSSL's own configuration allows.
 ///
 /// # TLS 1.3, and why not through native-tls
 ///
@@ -545,6 +565,9 @@ impl TlsServerConfigBuilder {
             TlsVersion::Tls12 => SslVersion::TLS1_2,
             TlsVersion::Tls13 => SslVersion::TLS1_3,
         };
+        builder
+            .set_min_proto_version(Some(SslVersion::TLS1_2))
+            .map_err(error)?;
         builder.set_max_proto_version(Some(max)).map_err(error)?;
         if !self.alpn.is_empty() {
             let ours = self.alpn;

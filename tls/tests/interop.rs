@@ -123,16 +123,30 @@ impl SocketPump {
 
 #[test]
 fn client_session_against_openssl_s_server_tls13() {
-    client_session_against_openssl_s_server(&[]);
+    let reported = client_session_against_openssl_s_server(&[], None);
+    assert!(reported.contains("Protocol version: TLSv1.3"), "{reported}");
 }
 
 #[test]
 fn client_session_against_openssl_s_server_tls12() {
-    client_session_against_openssl_s_server(&["-tls1_2"]);
+    let reported = client_session_against_openssl_s_server(&["-tls1_2"], None);
+    assert!(reported.contains("Protocol version: TLSv1.2"), "{reported}");
 }
 
-/// Handshake with SNI, a line each way, close_notify both ways; `extra` goes to s_server.
-fn client_session_against_openssl_s_server(extra: &[&str]) {
+/// A client held to TLS 1.2 gets 1.2 from a server that would speak 1.3.
+#[test]
+fn client_session_held_to_tls12_against_openssl_s_server() {
+    let reported = client_session_against_openssl_s_server(&[], Some(TlsVersion::Tls12));
+    assert!(reported.contains("Protocol version: TLSv1.2"), "{reported}");
+}
+
+/// Handshake with SNI, a line each way, close_notify both ways; `extra` goes to s_server, and
+/// the client is held to `max_version` if given. Returns s_server's standard error, where in
+/// `-rev` mode it reports the connection (`Protocol version: ...`).
+fn client_session_against_openssl_s_server(
+    extra: &[&str],
+    max_version: Option<TlsVersion>,
+) -> String {
     let pki = pki();
     let dir = tempfile::tempdir().unwrap();
     // The default certificate is self-signed: a client that did not send SNI would get it
@@ -166,7 +180,11 @@ fn client_session_against_openssl_s_server(extra: &[&str]) {
 
     // (No ALPN here: s_server does not answer ALPN on its SNI-selected context. The server
     // test below covers ALPN against s_client.)
-    let config = client_trusting_ca().build().unwrap();
+    let mut config = client_trusting_ca();
+    if let Some(version) = max_version {
+        config = config.with_max_version(version);
+    }
+    let config = config.build().unwrap();
     let session = TlsSession::client(&config, "localhost").unwrap();
     let mut pump = SocketPump::new(session, stream);
     // Written before the handshake is done.
@@ -192,7 +210,10 @@ fn client_session_against_openssl_s_server(extra: &[&str]) {
     pump.session.close();
     pump.drain();
     assert!(pump.session.is_finished());
-    assert!(server.wait().success(), "{}", server.stderr());
+    let status = server.wait();
+    let stderr = server.stderr();
+    assert!(status.success(), "{stderr}");
+    stderr
 }
 
 #[test]
