@@ -6,10 +6,11 @@
 //! - **No I/O.** It owns no socket, spawns nothing, reads no clock and never blocks. A driver
 //!   (weir's TLS chain element, or a test pump) moves the bytes. There are no timeouts either:
 //!   a handshake that never finishes is the driver's timer's business.
-//! - **No TLS of its own.** The protocol is OpenSSL's: a client through native-tls, with its
-//!   defaults (TLS 1.2 and 1.3, the system's trusted roots); a server through the `openssl`
-//!   crate that native-tls uses here, since native-tls's own acceptor cannot speak TLS 1.3
-//!   (TLS 1.2 and 1.3, Mozilla's intermediate profile; see [`TlsServerConfig`]).
+//! - **No TLS of its own.** The protocol is OpenSSL's: a client through native-tls (the
+//!   system's trusted roots); a server through the `openssl` crate that native-tls uses here,
+//!   since native-tls's own acceptor cannot speak TLS 1.3 (Mozilla's intermediate profile;
+//!   see [`TlsServerConfig`]). Both speak TLS 1.3 and 1.2, never 1.0 or 1.1 (RFC 8996), also
+//!   where OpenSSL's configuration would allow them.
 //! - **No client certificates on the server side**, no session resumption control, no
 //!   certificate parsing (the peer's leaf is handed over as DER).
 //!
