@@ -252,10 +252,9 @@ impl Reactor {
 
     /// Queues `f` to run on the reactor thread, after everything queued before it.
     ///
-    /// Always deferred, also when called on the reactor thread: `f` runs after the current
-    /// call or handle returns. A call queued while the loop runs calls still runs in the same
-    /// turn, up to 64 calls per turn; past that the loop looks for I/O first, so a call that
-    /// queues itself cannot starve I/O. After the loop has finished, `f` is dropped
+    /// Always deferred, also when called on the reactor thread: a call queued while the loop
+    /// runs calls starts in the next loop turn, after the loop has looked for I/O again, so a
+    /// call that queues itself cannot starve I/O. After the loop has finished, `f` is dropped
     /// without running.
     #[doc(alias = "call_when_running")]
     pub fn call(&self, f: impl FnOnce() + Send + 'static) {
@@ -524,9 +523,6 @@ fn guarded(what: &str, f: impl FnOnce()) -> bool {
     }
 }
 
-/// Calls run per loop turn before the loop looks for I/O again, if more keep being queued.
-const CALLS_PER_TURN: usize = 64;
-
 /// The loop's private state.
 struct Loop {
     /// The reactor's shared state.
@@ -719,25 +715,14 @@ impl Loop {
         }
     }
 
-    /// Runs the queued calls, and the calls they queue, until the queue is empty or
-    /// [`CALLS_PER_TURN`] have run; what is left waits for the next turn, after the loop has
-    /// looked for I/O. (A chain step queues its successor: running it in this turn saves a
-    /// wait that would find nothing.)
+    /// Runs the calls queued before this turn; calls they queue wait for the next turn.
     fn run_calls(&mut self) {
-        let mut budget = CALLS_PER_TURN;
-        while budget > 0 {
-            std::mem::swap(&mut self.calls, &mut *self.shared.calls.lock());
-            if self.calls.is_empty() {
-                return;
-            }
-            while let Some(call) = self.calls.pop_front() {
-                guarded("a call", call);
-                budget = budget.saturating_sub(1);
-                if self.shared.stop_requested.load(Ordering::Acquire) {
-                    // Stop takes effect after the current batch; later calls are dropped.
-                    self.calls.clear();
-                    return;
-                }
+        std::mem::swap(&mut self.calls, &mut *self.shared.calls.lock());
+        while let Some(call) = self.calls.pop_front() {
+            guarded("a call", call);
+            if self.shared.stop_requested.load(Ordering::Acquire) {
+                // Stop takes effect after the current batch; later calls are dropped.
+                self.calls.clear();
             }
         }
     }

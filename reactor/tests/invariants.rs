@@ -1,7 +1,6 @@
 //! Reactor invariants from versile-notes.md section 9 not covered by `reactor.rs`: items 3, 5,
 //! 7 (cancel racing with the due time), 11 (a panicking `on_writable`), 12 and 15 (foreign
-//! `schedule` calls). See `io/tests/README.md` for the whole map. Also: how calls that queue
-//! calls share a loop turn with I/O.
+//! `schedule` calls). See `io/tests/README.md` for the whole map.
 
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -120,56 +119,6 @@ fn ten_thousand_foreign_schedules_never_block() {
     assert_eq!(count.load(Ordering::SeqCst), 10_000);
     reactor.stop();
     thread.join().unwrap();
-}
-
-/// A call queued from a call runs in the same loop turn (no wait for I/O in between), up to
-/// 64 calls a turn; then the loop looks for I/O before it runs more.
-#[test]
-fn calls_queued_by_calls_share_a_turn_up_to_the_budget() {
-    const CHAIN: usize = 200;
-    const BUDGET: usize = 64;
-    let reactor = Reactor::new().unwrap();
-    // Readable in every turn: a byte that the handle never reads (level-triggered).
-    let (a, mut b) = UnixStream::pair().unwrap();
-    b.write_all(b"x").unwrap();
-    let io = Handle::new(&reactor);
-    reactor
-        .register(a.as_fd(), Interest::READ, io.clone())
-        .unwrap();
-    // Each call of the chain notes how many times I/O was dispatched before it ran.
-    fn link(reactor: Reactor, io: Arc<Handle>, seen: Arc<Mutex<Vec<usize>>>, tx: mpsc::Sender<()>) {
-        let mut log = seen.lock();
-        log.push(io.calls.load(Ordering::SeqCst));
-        if log.len() == CHAIN {
-            let _ = tx.send(());
-            return;
-        }
-        drop(log);
-        let r = reactor.clone();
-        reactor.call(move || link(r, io, seen, tx));
-    }
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = mpsc::channel();
-    let (r, i, s) = (reactor.clone(), io.clone(), seen.clone());
-    reactor.call(move || link(r, i, s, tx));
-    let thread = reactor.start().unwrap();
-    rx.recv_timeout(PATIENCE).expect("the chain finished");
-    reactor.stop();
-    thread.join().unwrap();
-    // Runs of calls that saw the same I/O count ran in one turn.
-    let seen = seen.lock().clone();
-    let mut runs = Vec::new();
-    for window in seen.chunk_by(|x, y| x == y) {
-        runs.push(window.len());
-    }
-    assert!(
-        runs.iter().all(|&run| run <= BUDGET),
-        "I/O runs at least every {BUDGET} calls: {runs:?}"
-    );
-    assert!(
-        runs.len() <= CHAIN.div_ceil(BUDGET) + 1,
-        "calls queued by calls run in the turn that queued them: {runs:?}"
-    );
 }
 
 /// A handle that counts its calls and can panic or deregister another handle.
