@@ -28,10 +28,13 @@
 //!   against each in turn for `TLS_BENCH_SERVER_SECS` seconds, `TLS_BENCH_SERVER_ROUNDS`
 //!   times (0 skips this part and the clients-alone part; a missing `openssl` skips this
 //!   one): handshakes/s, and the server's CPU time per handshake from
-//!   `/proc/PID/task/*/schedstat`.
+//!   `/proc/PID/task/*/schedstat`. Then the same at TLS 1.3: weir's server with its defaults
+//!   against tokio + tokio-openssl (Mozilla's intermediate profile, as a tokio-openssl user
+//!   sets it up), both on the same OpenSSL.
 //!
-//! Every connection is TLS 1.2 with ECDHE-ECDSA-CHACHA20-POLY1305: tokio-native-tls's server
-//! cannot speak TLS 1.3, so weir's is held to 1.2, where it chooses as native-tls does.
+//! Every other connection is TLS 1.2 with ECDHE-ECDSA-CHACHA20-POLY1305: tokio-native-tls's
+//! server cannot speak TLS 1.3, so weir's is held to 1.2, where it chooses as native-tls
+//! does.
 //!
 //! Across parts 2 and 3 both sides' figures are within noise of each other (the machine's
 //! cross-CPU wake-ups bound the rates); part 1 puts both ends' working sets in one core's
@@ -169,21 +172,25 @@ impl Identity {
     }
 }
 
-/// weir's TLS echo server on `reactor`, listening on `address`.
+/// weir's TLS echo server on `reactor`, listening on `address`, speaking TLS `max_version`
+/// at most.
+///
+/// tokio-native-tls's server speaks TLS 1.2 at most (native-tls's acceptor cannot do 1.3):
+/// held to 1.2, weir's negotiates as that one does, so both do the same work. At 1.3 (weir's
+/// default) it is measured against tokio-openssl.
 fn weir_server(
     reactor: &Reactor,
     address: &weir_sock::Address,
     identity: &Identity,
+    max_version: weir_tls::TlsVersion,
 ) -> Result<TlsListener, Box<dyn std::error::Error>> {
     let r = reactor.clone();
     let identity = weir_tls::TlsIdentity::from_pem(&identity.cert_pem, &identity.key_pem)?;
     Ok(TlsListener::bind(
         reactor,
         address,
-        // tokio-native-tls's server speaks TLS 1.2 at most (native-tls's acceptor cannot do
-        // 1.3): held to 1.2, weir's negotiates as that one does, so both do the same work.
         weir_tls::TlsServerConfig::builder(identity)
-            .with_max_version(weir_tls::TlsVersion::Tls12)
+            .with_max_version(max_version)
             .build()?,
         ListenOptions::default(),
         AgentConfig::default(),
@@ -234,7 +241,13 @@ impl WeirSide {
         let reactor = Reactor::new().unwrap();
         let thread = reactor.start().unwrap();
         let address = "127.0.0.1:0".parse().unwrap();
-        let listener = weir_server(&reactor, &address, &Identity::localhost()).unwrap();
+        let listener = weir_server(
+            &reactor,
+            &address,
+            &Identity::localhost(),
+            weir_tls::TlsVersion::Tls12,
+        )
+        .unwrap();
         let plain = weir_plain_server(&reactor, &address).unwrap();
         WeirSide {
             address: listener.local_address().clone(),
@@ -335,6 +348,45 @@ fn tokio_serve(listener: tokio::net::TcpListener, acceptor: Option<tokio_native_
                         }
                     }
                     None => echo_back(socket).await,
+                }
+            });
+        }
+    });
+}
+
+/// tokio-openssl's acceptor presenting `identity`, as a tokio-openssl user sets one up:
+/// Mozilla's current intermediate profile (TLS 1.2 and 1.3).
+fn tokio_openssl_acceptor(identity: &Identity) -> openssl::ssl::SslAcceptor {
+    use openssl::ssl::{SslAcceptor, SslMethod};
+    let key = openssl::pkey::PKey::private_key_from_pem(&identity.key_pem).unwrap();
+    let chain = openssl::x509::X509::stack_from_pem(&identity.cert_pem).unwrap();
+    let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
+    builder.set_certificate(&chain[0]).unwrap();
+    builder.set_private_key(&key).unwrap();
+    for certificate in chain.into_iter().skip(1) {
+        builder.add_extra_chain_cert(certificate).unwrap();
+    }
+    builder.build()
+}
+
+/// Serves echo on `listener` over TLS with tokio-openssl, as [`tokio_serve`] does with
+/// tokio-native-tls.
+fn tokio_openssl_serve(listener: tokio::net::TcpListener, acceptor: openssl::ssl::SslAcceptor) {
+    let acceptor = Arc::new(acceptor);
+    tokio::spawn(async move {
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            socket.set_nodelay(true).unwrap();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(ssl) = openssl::ssl::Ssl::new(acceptor.context()) else {
+                    return;
+                };
+                let Ok(mut stream) = tokio_openssl::SslStream::new(ssl, socket) else {
+                    return;
+                };
+                if std::pin::Pin::new(&mut stream).accept().await.is_ok() {
+                    echo_back(stream).await;
                 }
             });
         }
@@ -492,26 +544,33 @@ fn serve(
         cert_pem: std::fs::read(cert)?,
         key_pem: std::fs::read(key)?,
     };
-    match side {
-        "weir" => {
-            let reactor = Reactor::new()?;
-            let listener = weir_server(&reactor, &address.parse()?, &identity)?;
-            println!("listening on {}", listener.local_address());
-            reactor.run()?;
-        }
-        "tokio" => {
+    let version = match side {
+        "weir" => weir_tls::TlsVersion::Tls12,
+        "weir-tls13" => weir_tls::TlsVersion::Tls13,
+        "tokio" | "tokio-openssl" => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(async {
+            return Ok(runtime.block_on(async {
                 let listener = tokio::net::TcpListener::bind(address).await?;
                 println!("listening on {}", listener.local_addr()?);
-                tokio_serve(listener, Some(tokio_acceptor(&identity)));
+                if side == "tokio" {
+                    tokio_serve(listener, Some(tokio_acceptor(&identity)));
+                } else {
+                    tokio_openssl_serve(listener, tokio_openssl_acceptor(&identity));
+                }
                 std::future::pending::<io::Result<()>>().await
-            })?;
+            })?);
         }
-        _ => return Err(format!("--serve takes weir or tokio, not {side:?}").into()),
-    }
+        _ => {
+            let sides = "weir, weir-tls13, tokio or tokio-openssl";
+            return Err(format!("--serve takes {sides}, not {side:?}").into());
+        }
+    };
+    let reactor = Reactor::new()?;
+    let listener = weir_server(&reactor, &address.parse()?, &identity, version)?;
+    println!("listening on {}", listener.local_address());
+    reactor.run()?;
     Ok(())
 }
 
@@ -662,13 +721,16 @@ fn client_rounds(
     Ok(())
 }
 
-/// The servers alone under `openssl s_time`, `rounds` rounds of `secs` seconds each.
+/// The servers alone under `openssl s_time`, `rounds` rounds of `secs` seconds each: weir's
+/// and tokio's `--serve` sides, as `sides` names them, at the TLS version `version` names.
 fn server_rounds(
     files: &IdentityFiles,
+    sides: [&'static str; 2],
+    version: &str,
     rounds: u64,
     secs: u64,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let servers = [files.serve("weir")?, files.serve("tokio")?];
+    let servers = [files.serve(sides[0])?, files.serve(sides[1])?];
     let (w, t) = alternate(
         rounds,
         Some(|| s_time(&servers[0], secs)),
@@ -680,8 +742,10 @@ fn server_rounds(
     ];
     print_runs(
         &format!(
-            "TLS echo servers alone, each its own process on CPU 0, under `openssl s_time -new` \
-             (one connection at a time) on CPU 1; {rounds} alternating rounds of {secs} s"
+            "{version} echo servers alone ({} against {}), each its own process on CPU 0, under \
+             `openssl s_time -new` (one connection at a time) on CPU 1; {rounds} alternating \
+             rounds of {secs} s",
+            sides[0], sides[1]
         ),
         "server",
         &runs,
@@ -812,9 +876,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("\nservers alone: skipped (no `openssl` command for s_time)");
         return Ok(());
     }
-    server_rounds(
-        &files,
-        server_rounds_wanted,
-        setting("TLS_BENCH_SERVER_SECS", 3),
-    )
+    let secs = setting("TLS_BENCH_SERVER_SECS", 3);
+    let sides = ["weir", "tokio"];
+    server_rounds(&files, sides, "TLS 1.2", server_rounds_wanted, secs)?;
+    let sides = ["weir-tls13", "tokio-openssl"];
+    server_rounds(&files, sides, "TLS 1.3", server_rounds_wanted, secs)
 }
