@@ -16,6 +16,8 @@
 //!   connections over plain TCP (the same clients and echo servers without TLS) are the
 //!   reference: the difference of the two is what TLS adds to a connection (from the
 //!   medians; the last row's ratio is tokio's over weir's, so above 1.0 weir's TLS costs less).
+//!   Then bulk and handshakes again at TLS 1.3: weir with its defaults against tokio +
+//!   tokio-openssl (client and server).
 //!   `TLS_BENCH_ONLY=weir` (or `tokio`) runs one side, for profiling.
 //! - **The clients alone.** The same clients, moved to CPU 1, against one server for both:
 //!   tokio's echo server in its own process on CPU 0 (this binary with
@@ -226,10 +228,12 @@ struct WeirSide {
     reactor: Reactor,
     /// Its thread, joined on drop.
     thread: Option<weir_reactor::ReactorThread>,
-    /// The echo server, kept listening.
+    /// The echo server held to TLS 1.2, kept listening.
     _listener: TlsListener,
     /// Where it listens.
     address: weir_sock::Address,
+    /// The echo server with its defaults (TLS 1.3), kept listening.
+    tls13: TlsListener,
     /// The plain TCP echo server, kept listening.
     plain: Listener,
     /// The clients' configuration (trusting the test CA).
@@ -248,38 +252,50 @@ impl WeirSide {
             weir_tls::TlsVersion::Tls12,
         )
         .unwrap();
+        let identity = Identity::localhost();
+        let tls13 = weir_server(&reactor, &address, &identity, weir_tls::TlsVersion::Tls13);
         let plain = weir_plain_server(&reactor, &address).unwrap();
         WeirSide {
             address: listener.local_address().clone(),
             reactor,
             thread: Some(thread),
             _listener: listener,
+            tls13: tls13.unwrap(),
             plain,
             config: common::client_trusting_ca().build().unwrap(),
         }
     }
 
-    /// MiB/s of one echo of `bytes`.
+    /// MiB/s of one echo of `bytes` (TLS 1.2).
     fn bulk(&self, bytes: u64) -> f64 {
+        self.bulk_with(&self.address, bytes)
+    }
+
+    /// MiB/s of one echo of `bytes` with the server at `address`.
+    fn bulk_with(&self, address: &weir_sock::Address, bytes: u64) -> f64 {
         let (tx, rx) = mpsc::channel();
         let start = Instant::now();
         let done: Done = Box::new(move |ending, received| {
             let _ = tx.send((ending, received));
         });
-        weir_client(
-            &self.reactor,
-            Some(&self.config),
-            &self.address,
-            bytes,
-            done,
-        );
+        weir_client(&self.reactor, Some(&self.config), address, bytes, done);
         assert_eq!(rx.recv().unwrap(), (Ending::Completed, bytes));
         bytes as f64 / (1024.0 * 1024.0) / start.elapsed().as_secs_f64()
     }
 
-    /// Handshakes/s of `count` sequential one-byte echoes with weir's own server.
+    /// Handshakes/s of `count` sequential one-byte echoes with weir's own server (TLS 1.2).
     fn handshakes(&self, count: usize) -> f64 {
         self.handshakes_with(&self.address, count)
+    }
+
+    /// MiB/s of one echo of `bytes` at TLS 1.3.
+    fn bulk13(&self, bytes: u64) -> f64 {
+        self.bulk_with(self.tls13.local_address(), bytes)
+    }
+
+    /// Handshakes/s of `count` sequential one-byte echoes at TLS 1.3.
+    fn handshakes13(&self, count: usize) -> f64 {
+        self.handshakes_with(self.tls13.local_address(), count)
     }
 
     /// Handshakes/s of `count` sequential one-byte echoes with the server at `address`.
@@ -407,10 +423,25 @@ struct TokioSide {
     runtime: tokio::runtime::Runtime,
     /// Where the server listens.
     address: std::net::SocketAddr,
+    /// Where the tokio-openssl echo server (TLS 1.3) listens.
+    address13: std::net::SocketAddr,
     /// Where the plain TCP echo server listens.
     plain: std::net::SocketAddr,
     /// The clients' connector (trusting the test CA).
     connector: tokio_native_tls::TlsConnector,
+    /// The TLS 1.3 clients' connector, tokio-openssl's (trusting the test CA).
+    connector13: openssl::ssl::SslConnector,
+}
+
+/// How a tokio client talks to its server.
+#[derive(Clone, Copy)]
+enum Security {
+    /// Plain TCP.
+    Plain,
+    /// tokio-native-tls (TLS 1.2 with tokio-native-tls's server).
+    NativeTls,
+    /// tokio-openssl (TLS 1.3).
+    OpenSsl,
 }
 
 impl TokioSide {
@@ -435,24 +466,44 @@ impl TokioSide {
         };
         let address = runtime.block_on(serve(Some(tokio_acceptor(&Identity::localhost()))));
         let plain = runtime.block_on(serve(None));
+        let address13 = runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            tokio_openssl_serve(listener, tokio_openssl_acceptor(&Identity::localhost()));
+            address
+        });
+        let mut connector13 =
+            openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
+        let ca = openssl::x509::X509::from_pem(&common::pki().ca.cert_pem).unwrap();
+        connector13.cert_store_mut().add_cert(ca).unwrap();
         TokioSide {
             runtime,
             address,
+            address13,
             plain,
             connector,
+            connector13: connector13.build(),
         }
     }
 
     /// One client of the server at `address`: sends `bytes`, half-closes, and returns how
-    /// many came back. Over TLS, or with `tls` false over plain TCP.
-    async fn client(&self, address: std::net::SocketAddr, bytes: u64, tls: bool) -> u64 {
+    /// many came back, over what `security` says.
+    async fn client(&self, address: std::net::SocketAddr, bytes: u64, security: Security) -> u64 {
         let socket = tokio::net::TcpStream::connect(address).await.unwrap();
         socket.set_nodelay(true).unwrap();
-        if tls {
-            let stream = self.connector.connect("localhost", socket).await.unwrap();
-            echo_through(stream, bytes).await
-        } else {
-            echo_through(socket, bytes).await
+        match security {
+            Security::Plain => echo_through(socket, bytes).await,
+            Security::NativeTls => {
+                let stream = self.connector.connect("localhost", socket).await.unwrap();
+                echo_through(stream, bytes).await
+            }
+            Security::OpenSsl => {
+                let ssl = self.connector13.configure().unwrap();
+                let ssl = ssl.into_ssl("localhost").unwrap();
+                let mut stream = tokio_openssl::SslStream::new(ssl, socket).unwrap();
+                std::pin::Pin::new(&mut stream).connect().await.unwrap();
+                echo_through(stream, bytes).await
+            }
         }
     }
 }
@@ -486,14 +537,21 @@ async fn echo_through(stream: impl AsyncRead + AsyncWrite, bytes: u64) -> u64 {
 }
 
 impl TokioSide {
-    /// MiB/s of one echo of `bytes`.
+    /// MiB/s of one echo of `bytes` (TLS 1.2, tokio-native-tls).
     fn bulk(&self, bytes: u64) -> f64 {
+        self.bulk_with(self.address, bytes, Security::NativeTls)
+    }
+
+    /// MiB/s of one echo of `bytes` at TLS 1.3 (tokio-openssl).
+    fn bulk13(&self, bytes: u64) -> f64 {
+        self.bulk_with(self.address13, bytes, Security::OpenSsl)
+    }
+
+    /// MiB/s of one echo of `bytes` with the server at `address`.
+    fn bulk_with(&self, address: std::net::SocketAddr, bytes: u64, security: Security) -> f64 {
         let start = Instant::now();
-        assert_eq!(
-            self.runtime
-                .block_on(self.client(self.address, bytes, true)),
-            bytes
-        );
+        let echoed = self.runtime.block_on(self.client(address, bytes, security));
+        assert_eq!(echoed, bytes);
         bytes as f64 / (1024.0 * 1024.0) / start.elapsed().as_secs_f64()
     }
 
@@ -502,24 +560,28 @@ impl TokioSide {
         self.handshakes_with(self.address, count)
     }
 
+    /// Handshakes/s of `count` sequential one-byte echoes at TLS 1.3 (tokio-openssl).
+    fn handshakes13(&self, count: usize) -> f64 {
+        self.sequential(self.address13, count, Security::OpenSsl)
+    }
+
     /// Handshakes/s of `count` sequential one-byte echoes with the server at `address`.
     fn handshakes_with(&self, address: std::net::SocketAddr, count: usize) -> f64 {
-        self.sequential(address, count, true)
+        self.sequential(address, count, Security::NativeTls)
     }
 
     /// Connections/s of `count` sequential one-byte echoes over plain TCP with tokio's own
     /// plain server.
     fn plain_connections(&self, count: usize) -> f64 {
-        self.sequential(self.plain, count, false)
+        self.sequential(self.plain, count, Security::Plain)
     }
 
-    /// Connections/s of `count` sequential one-byte echoes with the server at `address`,
-    /// over TLS or plain TCP.
-    fn sequential(&self, address: std::net::SocketAddr, count: usize, tls: bool) -> f64 {
+    /// Connections/s of `count` sequential one-byte echoes with the server at `address`.
+    fn sequential(&self, address: std::net::SocketAddr, count: usize, security: Security) -> f64 {
         let start = Instant::now();
         self.runtime.block_on(async {
             for _ in 0..count {
-                assert_eq!(self.client(address, 1, tls).await, 1);
+                assert_eq!(self.client(address, 1, security).await, 1);
             }
         });
         count as f64 / start.elapsed().as_secs_f64()
@@ -828,6 +890,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .as_ref()
             .map(|side| move || side.plain_connections(handshakes)),
     ));
+    let bulk13 = summary(alternate(
+        bulk_rounds,
+        weir.as_ref().map(|side| move || side.bulk13(bulk_bytes)),
+        tokio.as_ref().map(|side| move || side.bulk13(bulk_bytes)),
+    ));
+    let rate13 = summary(alternate(
+        handshake_rounds,
+        weir.as_ref()
+            .map(|side| move || side.handshakes13(handshakes)),
+        tokio
+            .as_ref()
+            .map(|side| move || side.handshakes13(handshakes)),
+    ));
     // What TLS adds to a connection: microseconds per connection with it, less without.
     let tls_cost = |handshakes: f64, connections: f64| 1e6 / handshakes - 1e6 / connections;
     let (weir_cost, tokio_cost) = (tls_cost(rate.0, plain.0), tls_cost(rate.1, plain.1));
@@ -851,6 +926,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             (
                 "TLS's part, us/conn (tokio/weir)".into(),
                 (weir_cost, tokio_cost, tokio_cost / weir_cost),
+            ),
+        ],
+    );
+    print_table(
+        "The same at TLS 1.3 (TLS_AES_256_GCM_SHA384), weir's defaults against tokio + \
+         tokio-openssl",
+        &[
+            (
+                format!("bulk echo MiB/s ({bulk_rounds} x {} MiB)", bulk_bytes >> 20),
+                bulk13,
+            ),
+            (
+                format!("handshakes/s ({handshake_rounds} x {handshakes})"),
+                rate13,
             ),
         ],
     );
