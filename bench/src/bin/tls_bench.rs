@@ -341,38 +341,15 @@ impl Drop for WeirSide {
 }
 
 /// tokio's TLS acceptor presenting `identity`.
-fn tokio_acceptor(identity: &Identity) -> tokio_native_tls::TlsAcceptor {
+fn tokio_acceptor(identity: &Identity) -> Acceptor {
     let identity = native_tls::Identity::from_pkcs8(&identity.cert_pem, &identity.key_pem).unwrap();
-    tokio_native_tls::TlsAcceptor::from(native_tls::TlsAcceptor::builder(identity).build().unwrap())
-}
-
-/// Serves echo on `listener` from a task of the current runtime, over TLS with `acceptor`
-/// (else plain TCP, the reference row): one task per connection, `tokio::io::copy` between the
-/// stream's halves (what a tokio user writes), `TCP_NODELAY` set as weir sets it.
-fn tokio_serve(listener: tokio::net::TcpListener, acceptor: Option<tokio_native_tls::TlsAcceptor>) {
-    tokio::spawn(async move {
-        loop {
-            let (socket, _) = listener.accept().await.unwrap();
-            // As weir's sockets (and the tokio echo peer) do.
-            socket.set_nodelay(true).unwrap();
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                match acceptor {
-                    Some(acceptor) => {
-                        if let Ok(stream) = acceptor.accept(socket).await {
-                            echo_back(stream).await;
-                        }
-                    }
-                    None => echo_back(socket).await,
-                }
-            });
-        }
-    });
+    let acceptor = native_tls::TlsAcceptor::builder(identity).build().unwrap();
+    Acceptor::NativeTls(acceptor.into())
 }
 
 /// tokio-openssl's acceptor presenting `identity`, as a tokio-openssl user sets one up:
 /// Mozilla's current intermediate profile (TLS 1.2 and 1.3).
-fn tokio_openssl_acceptor(identity: &Identity) -> openssl::ssl::SslAcceptor {
+fn tokio_openssl_acceptor(identity: &Identity) -> Acceptor {
     use openssl::ssl::{SslAcceptor, SslMethod};
     let key = openssl::pkey::PKey::private_key_from_pem(&identity.key_pem).unwrap();
     let chain = openssl::x509::X509::stack_from_pem(&identity.cert_pem).unwrap();
@@ -382,31 +359,58 @@ fn tokio_openssl_acceptor(identity: &Identity) -> openssl::ssl::SslAcceptor {
     for certificate in chain.into_iter().skip(1) {
         builder.add_extra_chain_cert(certificate).unwrap();
     }
-    builder.build()
+    Acceptor::OpenSsl(Arc::new(builder.build()))
 }
 
-/// Serves echo on `listener` over TLS with tokio-openssl, as [`tokio_serve`] does with
-/// tokio-native-tls.
-fn tokio_openssl_serve(listener: tokio::net::TcpListener, acceptor: openssl::ssl::SslAcceptor) {
-    let acceptor = Arc::new(acceptor);
+/// How a tokio echo server takes its connections.
+#[derive(Clone)]
+enum Acceptor {
+    /// Plain TCP (the reference row).
+    Plain,
+    /// TLS through tokio-native-tls (TLS 1.2 at most).
+    NativeTls(tokio_native_tls::TlsAcceptor),
+    /// TLS through tokio-openssl.
+    OpenSsl(Arc<openssl::ssl::SslAcceptor>),
+}
+
+/// Serves echo on `listener` from a task of the current runtime, as `acceptor` says: one
+/// task per connection, `tokio::io::copy` between the stream's halves (what a tokio user
+/// writes), `TCP_NODELAY` set as weir sets it.
+fn tokio_serve(listener: tokio::net::TcpListener, acceptor: Acceptor) {
     tokio::spawn(async move {
         loop {
             let (socket, _) = listener.accept().await.unwrap();
+            // As weir's sockets (and the tokio echo peer) do.
             socket.set_nodelay(true).unwrap();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(ssl) = openssl::ssl::Ssl::new(acceptor.context()) else {
-                    return;
-                };
-                let Ok(mut stream) = tokio_openssl::SslStream::new(ssl, socket) else {
-                    return;
-                };
-                if std::pin::Pin::new(&mut stream).accept().await.is_ok() {
-                    echo_back(stream).await;
+                match acceptor {
+                    Acceptor::Plain => echo_back(socket).await,
+                    Acceptor::NativeTls(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(socket).await {
+                            echo_back(stream).await;
+                        }
+                    }
+                    Acceptor::OpenSsl(acceptor) => {
+                        if let Some(stream) = openssl_accept(&acceptor, socket).await {
+                            echo_back(stream).await;
+                        }
+                    }
                 }
             });
         }
     });
+}
+
+/// The server's side of a tokio-openssl handshake on `socket`.
+async fn openssl_accept(
+    acceptor: &openssl::ssl::SslAcceptor,
+    socket: tokio::net::TcpStream,
+) -> Option<tokio_openssl::SslStream<tokio::net::TcpStream>> {
+    let ssl = openssl::ssl::Ssl::new(acceptor.context()).ok()?;
+    let mut stream = tokio_openssl::SslStream::new(ssl, socket).ok()?;
+    std::pin::Pin::new(&mut stream).accept().await.ok()?;
+    Some(stream)
 }
 
 /// Echoes what `stream` reads until its end, then shuts its output down.
@@ -464,14 +468,10 @@ impl TokioSide {
             tokio_serve(listener, acceptor);
             address
         };
-        let address = runtime.block_on(serve(Some(tokio_acceptor(&Identity::localhost()))));
-        let plain = runtime.block_on(serve(None));
-        let address13 = runtime.block_on(async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let address = listener.local_addr().unwrap();
-            tokio_openssl_serve(listener, tokio_openssl_acceptor(&Identity::localhost()));
-            address
-        });
+        let identity = Identity::localhost();
+        let address = runtime.block_on(serve(tokio_acceptor(&identity)));
+        let address13 = runtime.block_on(serve(tokio_openssl_acceptor(&identity)));
+        let plain = runtime.block_on(serve(Acceptor::Plain));
         let mut connector13 =
             openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
         let ca = openssl::x509::X509::from_pem(&common::pki().ca.cert_pem).unwrap();
@@ -616,11 +616,12 @@ fn serve(
             return Ok(runtime.block_on(async {
                 let listener = tokio::net::TcpListener::bind(address).await?;
                 println!("listening on {}", listener.local_addr()?);
-                if side == "tokio" {
-                    tokio_serve(listener, Some(tokio_acceptor(&identity)));
+                let acceptor = if side == "tokio" {
+                    tokio_acceptor(&identity)
                 } else {
-                    tokio_openssl_serve(listener, tokio_openssl_acceptor(&identity));
-                }
+                    tokio_openssl_acceptor(&identity)
+                };
+                tokio_serve(listener, acceptor);
                 std::future::pending::<io::Result<()>>().await
             })?);
         }
@@ -869,40 +870,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let handshakes = setting("TLS_BENCH_HANDSHAKES", 100) as usize;
     let weir = (only != "tokio").then(WeirSide::new);
     let tokio = (only != "weir").then(TokioSide::new);
-    let bulk = summary(alternate(
-        bulk_rounds,
-        weir.as_ref().map(|side| move || side.bulk(bulk_bytes)),
-        tokio.as_ref().map(|side| move || side.bulk(bulk_bytes)),
-    ));
-    let rate = summary(alternate(
+    // Alternating rounds of one figure on each side that was set up.
+    let both = |rounds, w: &dyn Fn(&WeirSide) -> f64, t: &dyn Fn(&TokioSide) -> f64| {
+        summary(alternate(
+            rounds,
+            weir.as_ref().map(|side| move || w(side)),
+            tokio.as_ref().map(|side| move || t(side)),
+        ))
+    };
+    let bulk = both(bulk_rounds, &|s| s.bulk(bulk_bytes), &|s| {
+        s.bulk(bulk_bytes)
+    });
+    let rate = both(handshake_rounds, &|s| s.handshakes(handshakes), &|s| {
+        s.handshakes(handshakes)
+    });
+    let plain = both(
         handshake_rounds,
-        weir.as_ref()
-            .map(|side| move || side.handshakes(handshakes)),
-        tokio
-            .as_ref()
-            .map(|side| move || side.handshakes(handshakes)),
-    ));
-    let plain = summary(alternate(
-        handshake_rounds,
-        weir.as_ref()
-            .map(|side| move || side.plain_connections(handshakes)),
-        tokio
-            .as_ref()
-            .map(|side| move || side.plain_connections(handshakes)),
-    ));
-    let bulk13 = summary(alternate(
-        bulk_rounds,
-        weir.as_ref().map(|side| move || side.bulk13(bulk_bytes)),
-        tokio.as_ref().map(|side| move || side.bulk13(bulk_bytes)),
-    ));
-    let rate13 = summary(alternate(
-        handshake_rounds,
-        weir.as_ref()
-            .map(|side| move || side.handshakes13(handshakes)),
-        tokio
-            .as_ref()
-            .map(|side| move || side.handshakes13(handshakes)),
-    ));
+        &|s| s.plain_connections(handshakes),
+        &|s| s.plain_connections(handshakes),
+    );
+    let bulk13 = both(bulk_rounds, &|s| s.bulk13(bulk_bytes), &|s| {
+        s.bulk13(bulk_bytes)
+    });
+    let rate13 = both(handshake_rounds, &|s| s.handshakes13(handshakes), &|s| {
+        s.handshakes13(handshakes)
+    });
     // What TLS adds to a connection: microseconds per connection with it, less without.
     let tls_cost = |handshakes: f64, connections: f64| 1e6 / handshakes - 1e6 / connections;
     let (weir_cost, tokio_cost) = (tls_cost(rate.0, plain.0), tls_cost(rate.1, plain.1));
