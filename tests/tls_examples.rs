@@ -182,6 +182,38 @@ fn echo_server_example_refuses_tls11() {
     assert!(stderr.contains("alert protocol version"), "{stderr}");
 }
 
+/// Where OpenSSL's configuration asks for TLS 1.3 at least, the server keeps to it: a TLS 1.2
+/// client is refused, a TLS 1.3 one served.
+#[test]
+fn echo_server_example_keeps_a_configured_tls13_minimum() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = write_certificates(dir.path());
+    let config = dir.path().join("tls13-only.cnf");
+    std::fs::write(
+        &config,
+        "openssl_conf = init\n[init]\nssl_conf = ssl\n[ssl]\nsystem_default = tls\n\
+         [tls]\nMinProtocol = TLSv1.3\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let (_server, address) = start_echo_server_with(&cert, &key, &[("OPENSSL_CONF", config)]);
+    let s_client = |version: &str| {
+        Command::new("openssl")
+            .args(["s_client", "-connect", &address, version, "-brief"])
+            .args(["-CAfile", &ca, "-verify_return_error"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("the openssl command line tool is needed")
+    };
+    let refused = s_client("-tls1_2");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("alert protocol version"), "{stderr}");
+    let served = s_client("-tls1_3");
+    let stderr = String::from_utf8_lossy(&served.stderr);
+    assert!(stderr.contains("Protocol version: TLSv1.3"), "{stderr}");
+}
+
 #[test]
 fn client_example_against_openssl_s_server() {
     let dir = tempfile::tempdir().unwrap();

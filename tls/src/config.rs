@@ -249,7 +249,9 @@ impl TlsIdentity {
 /// roots, its name is checked against the name given to
 /// [`TlsSession::client`](crate::TlsSession::client), and that name is sent as SNI. TLS 1.3
 /// and 1.2 are offered, never 1.0 or 1.1 (RFC 8996), whatever OpenSSL's own configuration
-/// allows. Build one with [`TlsClientConfig::builder`].
+/// says: native-tls sets the versions itself, so a configuration that allows TLS 1.3 only
+/// does not hold for clients (native-tls cannot ask for 1.3 at least). Build one with
+/// [`TlsClientConfig::builder`].
 ///
 /// # Examples
 ///
@@ -440,7 +442,8 @@ impl TlsClientConfigBuilder {
 /// ALPN protocols it accepts and the buffer bounds. Build one with [`TlsServerConfig::builder`].
 ///
 /// Clients are not asked for certificates. TLS 1.3 and 1.2 are spoken, never 1.0 or 1.1 (RFC
-/// 8996), whatever OpenSSL's own configuration allows.
+/// 8996), whatever OpenSSL's own configuration allows; a configuration that allows 1.3 only
+/// is kept.
 ///
 /// # TLS 1.3, and why not through native-tls
 ///
@@ -565,9 +568,13 @@ impl TlsServerConfigBuilder {
             TlsVersion::Tls12 => SslVersion::TLS1_2,
             TlsVersion::Tls13 => SslVersion::TLS1_3,
         };
-        builder
-            .set_min_proto_version(Some(SslVersion::TLS1_2))
-            .map_err(error)?;
+        // RFC 8996: never below TLS 1.2. A configuration of OpenSSL's that asks for 1.3 at
+        // least (`MinProtocol = TLSv1.3`) is kept.
+        if builder.min_proto_version() != Some(SslVersion::TLS1_3) {
+            builder
+                .set_min_proto_version(Some(SslVersion::TLS1_2))
+                .map_err(error)?;
+        }
         builder.set_max_proto_version(Some(max)).map_err(error)?;
         if !self.alpn.is_empty() {
             let ours = self.alpn;

@@ -10,7 +10,8 @@
 //!   system's trusted roots); a server through the `openssl` crate that native-tls uses here,
 //!   since native-tls's own acceptor cannot speak TLS 1.3 (Mozilla's intermediate profile;
 //!   see [`TlsServerConfig`]). Both speak TLS 1.3 and 1.2, never 1.0 or 1.1 (RFC 8996), also
-//!   where OpenSSL's configuration would allow them.
+//!   where OpenSSL's configuration would allow them; see the two configs for a configuration
+//!   that asks for TLS 1.3 only.
 //! - **No client certificates on the server side**, no session resumption control, no
 //!   certificate parsing (the peer's leaf is handed over as DER).
 //!
