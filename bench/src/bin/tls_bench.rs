@@ -245,14 +245,9 @@ impl WeirSide {
         let reactor = Reactor::new().unwrap();
         let thread = reactor.start().unwrap();
         let address = "127.0.0.1:0".parse().unwrap();
-        let listener = weir_server(
-            &reactor,
-            &address,
-            &Identity::localhost(),
-            weir_tls::TlsVersion::Tls12,
-        )
-        .unwrap();
         let identity = Identity::localhost();
+        let listener = weir_server(&reactor, &address, &identity, weir_tls::TlsVersion::Tls12);
+        let listener = listener.unwrap();
         let tls13 = weir_server(&reactor, &address, &identity, weir_tls::TlsVersion::Tls13);
         let plain = weir_plain_server(&reactor, &address).unwrap();
         WeirSide {
