@@ -1,6 +1,6 @@
 //! The TLS examples run as processes on loopback: the echo server against `openssl s_client`
-//! and GnuTLS's `gnutls-cli`, the client against `openssl s_server` and `gnutls-serv`, and
-//! the two examples against each other. GnuTLS is a TLS implementation of its own, so those
+//! and GnuTLS's `gnutls-cli`, the client against `openssl s_server` and `gnutls-serv` (with a
+//! TLS 1.3 key update from either end), and the two examples against each other. GnuTLS is a TLS implementation of its own, so those
 //! tests are not OpenSSL talking to itself.
 
 #[path = "../tls/tests/common/mod.rs"]
@@ -159,6 +159,54 @@ fn echo_server_example_against_openssl_s_client() {
     assert!(status.success(), "s_client: {}", client.stderr());
 }
 
+/// A TLS 1.3 key update from the client in the middle of a connection: s_client updates its
+/// keys and asks the server to update its own (`K`); the echo goes on, and s_client (`-msg`)
+/// sees the server's KeyUpdate before the next echo.
+#[test]
+fn echo_server_example_answers_a_key_update_from_openssl_s_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = write_certificates(dir.path());
+    let (_server, address) = start_echo_server(&cert, &key);
+    let mut client = ChildGuard(
+        Command::new("openssl")
+            .args(["s_client", "-connect", &address, "-servername", "localhost"])
+            .args(["-CAfile", &ca, "-verify_return_error", "-msg"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the openssl command line tool is needed"),
+    );
+    let client_out = lines(client.0.stdout.take().unwrap());
+    let mut send = |line: &str| {
+        let stdin = client.0.stdin.as_mut().unwrap();
+        stdin.write_all(line.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    };
+    // Lines not starting with a letter s_client takes as a command.
+    send("1 before the update\n");
+    let text = wait_for(&client_out, "1 before the update");
+    assert!(
+        text.contains("1 before the update"),
+        "s_client printed {text}"
+    );
+    // Alone in its read, as s_client wants a command.
+    send("K\n");
+    let update = "TLS 1.3, Handshake [length 0005], KeyUpdate";
+    let sent = format!(">>> {update}");
+    let text = wait_for(&client_out, &sent);
+    assert!(text.contains(&sent), "s_client printed {text}");
+    send("2 after the update\n");
+    let text = wait_for(&client_out, "2 after the update");
+    let answered = text.find(&format!("<<< {update}"));
+    let echo = text.find("2 after the update");
+    assert!(echo.is_some(), "s_client printed {text}");
+    assert!(
+        answered.is_some_and(|at| at < echo.unwrap()),
+        "s_client printed {text}"
+    );
+}
+
 /// TLS 1.1 is refused with a protocol_version alert, also where OpenSSL's configuration
 /// would allow it. Debian's allows nothing below 1.2, so both processes run without one
 /// (`OPENSSL_CONF=/dev/null`) and s_client lowers its security level so that it may offer
@@ -242,6 +290,57 @@ fn client_example_against_openssl_s_server() {
     assert!(text.contains("from s_server"), "client got {text:?}");
 
     // End of input: close_notify; s_server answers with its own and the client exits 0.
+    client.close_stdin();
+    let status = client.wait();
+    assert!(status.success(), "tls_client: {}", client.stderr());
+}
+
+/// A TLS 1.3 key update in the middle of a connection: s_server updates its keys and asks the
+/// client to update its own (`K`); data flows both ways afterwards, and s_server (`-msg`) sees
+/// the client's KeyUpdate before the client's next data.
+#[test]
+fn client_example_answers_a_key_update_from_openssl_s_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = write_certificates(dir.path());
+    let SServer {
+        child: mut server,
+        port,
+        lines: server_out,
+    } = SServer::start(
+        &["-cert", &cert, "-key", &key, "-naccept", "1", "-msg"],
+        Stdio::piped(),
+    );
+    let mut client = start_client(&format!("localhost:{port}"), Some(&ca));
+    let client_out = lines(client.0.stdout.take().unwrap());
+    let send = |child: &mut ChildGuard, line: &str| {
+        let stdin = child.0.stdin.as_mut().unwrap();
+        stdin.write_all(line.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    };
+
+    send(&mut client, "before the update\n");
+    let text = wait_for(&server_out, "before the update");
+    assert!(text.contains("before the update"), "s_server got {text:?}");
+    // s_server takes a read of its input as a command only if it is the command alone: the
+    // next line waits until the update has gone out.
+    send(&mut server, "K\n");
+    let update = "TLS 1.3, Handshake [length 0005], KeyUpdate";
+    let sent = format!(">>> {update}");
+    let text = wait_for(&server_out, &sent);
+    assert!(text.contains(&sent), "s_server printed {text}");
+    send(&mut server, "after the update\n");
+    let text = wait_for(&client_out, "after the update");
+    assert!(text.contains("after the update"), "client got {text:?}");
+    send(&mut client, "reply under new keys\n");
+    let text = wait_for(&server_out, "reply under new keys");
+    let answered = text.find(&format!("<<< {update}"));
+    let reply = text.find("reply under new keys");
+    assert!(reply.is_some(), "s_server printed {text}");
+    assert!(
+        answered.is_some_and(|at| at < reply.unwrap()),
+        "s_server printed {text}"
+    );
+
     client.close_stdin();
     let status = client.wait();
     assert!(status.success(), "tls_client: {}", client.stderr());
