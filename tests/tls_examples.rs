@@ -120,9 +120,7 @@ fn pipe_through(child: &mut ChildGuard, data: &[u8]) -> (std::process::ExitStatu
 /// output has it back; otherwise ends the child and panics with what it printed.
 fn expect_echo(child: &mut ChildGuard, line: &str) {
     let echoed = lines(child.0.stdout.take().unwrap());
-    let stdin = child.0.stdin.as_mut().unwrap();
-    stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
-    stdin.flush().unwrap();
+    send_line(child, line);
     let text = wait_for(&echoed, line);
     if !text.contains(line) {
         child.close_stdin();
@@ -167,36 +165,14 @@ fn echo_server_example_answers_a_key_update_from_openssl_s_client() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = write_certificates(dir.path());
     let (_server, address) = start_echo_server(&cert, &key);
-    let mut client = ChildGuard(
-        Command::new("openssl")
-            .args(["s_client", "-connect", &address, "-servername", "localhost"])
-            .args(["-CAfile", &ca, "-verify_return_error", "-msg"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the openssl command line tool is needed"),
-    );
-    let client_out = lines(client.0.stdout.take().unwrap());
-    let mut send = |line: &str| {
-        let stdin = client.0.stdin.as_mut().unwrap();
-        stdin.write_all(line.as_bytes()).unwrap();
-        stdin.flush().unwrap();
-    };
-    // Lines not starting with a letter s_client takes as a command.
-    send("1 before the update\n");
-    let text = wait_for(&client_out, "1 before the update");
-    assert!(
-        text.contains("1 before the update"),
-        "s_client printed {text}"
-    );
+    let (mut client, client_out) = start_s_client_echoing(&address, &ca, &[]);
     // Alone in its read, as s_client wants a command.
-    send("K\n");
+    send_line(&mut client, "K");
     let update = "TLS 1.3, Handshake [length 0005], KeyUpdate";
     let sent = format!(">>> {update}");
     let text = wait_for(&client_out, &sent);
     assert!(text.contains(&sent), "s_client printed {text}");
-    send("2 after the update\n");
+    send_line(&mut client, "2 after the update");
     let text = wait_for(&client_out, "2 after the update");
     let answered = text.find(&format!("<<< {update}"));
     let echo = text.find("2 after the update");
@@ -205,6 +181,53 @@ fn echo_server_example_answers_a_key_update_from_openssl_s_client() {
         answered.is_some_and(|at| at < echo.unwrap()),
         "s_client printed {text}"
     );
+}
+
+/// A renegotiation the client asks for (TLS 1.2, `R`) is refused at once with a
+/// no_renegotiation warning, OpenSSL's default for servers: not left unanswered.
+#[test]
+fn echo_server_example_answers_a_renegotiation_from_openssl_s_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = write_certificates(dir.path());
+    let (_server, address) = start_echo_server(&cert, &key);
+    let (mut client, client_out) = start_s_client_echoing(&address, &ca, &["-tls1_2"]);
+    send_line(&mut client, "R");
+    let refusal = "<<< TLS 1.2, Alert [length 0002], warning no_renegotiation";
+    let text = wait_for(&client_out, refusal);
+    assert!(text.contains(refusal), "s_client printed {text}");
+}
+
+/// Starts `openssl s_client -msg EXTRA` against the echo server example at `address`
+/// (trusting `ca`) and sees a line echoed; returns it and its standard output's lines.
+fn start_s_client_echoing(
+    address: &str,
+    ca: &str,
+    extra: &[&str],
+) -> (ChildGuard, std::sync::mpsc::Receiver<String>) {
+    let mut client = ChildGuard(
+        Command::new("openssl")
+            .args(["s_client", "-connect", address, "-servername", "localhost"])
+            .args(["-CAfile", ca, "-verify_return_error", "-msg"])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the openssl command line tool is needed"),
+    );
+    let client_out = lines(client.0.stdout.take().unwrap());
+    // Not a line starting with a letter: s_client may take that as a command.
+    send_line(&mut client, "1 before");
+    let text = wait_for(&client_out, "1 before");
+    assert!(text.contains("1 before"), "s_client printed {text}");
+    (client, client_out)
+}
+
+/// Writes `line` and a newline to the child's standard input.
+fn send_line(child: &mut ChildGuard, line: &str) {
+    let stdin = child.0.stdin.as_mut().unwrap();
+    stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+    stdin.flush().unwrap();
 }
 
 /// TLS 1.1 is refused with a protocol_version alert, also where OpenSSL's configuration
@@ -296,50 +319,72 @@ fn client_example_against_openssl_s_server() {
 }
 
 /// A TLS 1.3 key update in the middle of a connection: s_server updates its keys and asks the
-/// client to update its own (`K`); data flows both ways afterwards, and s_server (`-msg`) sees
-/// the client's KeyUpdate before the client's next data.
+/// client to update its own (`K`); data flows both ways afterwards, and s_server sees the
+/// client's KeyUpdate before the client's next data.
 #[test]
 fn client_example_answers_a_key_update_from_openssl_s_server() {
+    let update = "TLS 1.3, Handshake [length 0005], KeyUpdate";
+    client_example_through_an_s_server_command(
+        &[],
+        "K",
+        &format!(">>> {update}"),
+        Some(&format!("<<< {update}")),
+    );
+}
+
+/// A TLS 1.2 renegotiation asked for by the server (`R`, a HelloRequest): the client goes
+/// through a second handshake in the middle of the connection, and data flows both ways
+/// afterwards.
+#[test]
+fn client_example_renegotiates_when_openssl_s_server_asks() {
+    // The client's Finished of the second handshake: it has gone through it.
+    let finished = "<<< TLS 1.2, Handshake [length 0010], Finished";
+    client_example_through_an_s_server_command(&["-tls1_2"], "R", finished, None);
+}
+
+/// The client example against `openssl s_server -msg EXTRA`: a line from the client, then the
+/// s_server `command`; once s_server has printed `done`, a line each way, and s_server must
+/// have printed `answered` (if given) before the client's second line.
+fn client_example_through_an_s_server_command(
+    extra: &[&str],
+    command: &str,
+    done: &str,
+    answered: Option<&str>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = write_certificates(dir.path());
+    let mut args = vec!["-cert", &cert, "-key", &key, "-naccept", "1", "-msg"];
+    args.extend_from_slice(extra);
     let SServer {
         child: mut server,
         port,
         lines: server_out,
-    } = SServer::start(
-        &["-cert", &cert, "-key", &key, "-naccept", "1", "-msg"],
-        Stdio::piped(),
-    );
+    } = SServer::start(&args, Stdio::piped());
     let mut client = start_client(&format!("localhost:{port}"), Some(&ca));
     let client_out = lines(client.0.stdout.take().unwrap());
-    let send = |child: &mut ChildGuard, line: &str| {
-        let stdin = child.0.stdin.as_mut().unwrap();
-        stdin.write_all(line.as_bytes()).unwrap();
-        stdin.flush().unwrap();
-    };
 
-    send(&mut client, "before the update\n");
-    let text = wait_for(&server_out, "before the update");
-    assert!(text.contains("before the update"), "s_server got {text:?}");
+    send_line(&mut client, "1 before");
+    let text = wait_for(&server_out, "1 before");
+    assert!(text.contains("1 before"), "s_server got {text:?}");
     // s_server takes a read of its input as a command only if it is the command alone: the
-    // next line waits until the update has gone out.
-    send(&mut server, "K\n");
-    let update = "TLS 1.3, Handshake [length 0005], KeyUpdate";
-    let sent = format!(">>> {update}");
-    let text = wait_for(&server_out, &sent);
-    assert!(text.contains(&sent), "s_server printed {text}");
-    send(&mut server, "after the update\n");
-    let text = wait_for(&client_out, "after the update");
-    assert!(text.contains("after the update"), "client got {text:?}");
-    send(&mut client, "reply under new keys\n");
-    let text = wait_for(&server_out, "reply under new keys");
-    let answered = text.find(&format!("<<< {update}"));
-    let reply = text.find("reply under new keys");
+    // next line waits until the command's work is done.
+    send_line(&mut server, command);
+    let text = wait_for(&server_out, done);
+    assert!(text.contains(done), "s_server printed {text}");
+    send_line(&mut server, "2 from s_server");
+    let text = wait_for(&client_out, "2 from s_server");
+    assert!(text.contains("2 from s_server"), "client got {text:?}");
+    send_line(&mut client, "3 after");
+    let text = wait_for(&server_out, "3 after");
+    let reply = text.find("3 after");
     assert!(reply.is_some(), "s_server printed {text}");
-    assert!(
-        answered.is_some_and(|at| at < reply.unwrap()),
-        "s_server printed {text}"
-    );
+    if let Some(answered) = answered {
+        let seen = [text.find(answered), reply];
+        assert!(
+            seen[0] < seen[1] && seen[0].is_some(),
+            "s_server printed {text}"
+        );
+    }
 
     client.close_stdin();
     let status = client.wait();

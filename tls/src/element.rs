@@ -507,8 +507,10 @@ impl Inner {
         loop {
             state.again = false;
             let mut moved = feed_held(&mut state);
-            moved |= self.send_ciphertext(&mut state, &mut budget);
             moved |= self.send_plaintext(&mut state, &mut budget);
+            // After the reads: one can write without giving plaintext (the ClientHello of a
+            // renegotiation the server asked for), and nothing else would send it.
+            moved |= self.send_ciphertext(&mut state, &mut budget);
             moved |= self.handle_events(&mut state);
             self.check_output_broken(&mut state);
             moved |= self.authorize_if_due(&mut state);

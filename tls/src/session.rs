@@ -123,6 +123,10 @@ impl HandshakeInfo {
 ///   the end of the peer's data ([`TlsEvent::PeerClosed`] or [`TlsEvent::Truncated`]) and
 ///   failures after the handshake show up only once plaintext has been read up to them: keep
 ///   calling `poll_plaintext` until it returns `None`, then poll events.
+/// - Reading can also give ciphertext to send and no plaintext: the answer to a renegotiation
+///   or a key update the peer asked for, or an alert refusing one. After `poll_plaintext`,
+///   drain `poll_ciphertext` again; a driver that sends only what the inputs gave leaves the
+///   peer waiting.
 /// - [`write_plaintext`] is accepted during the handshake too; the bytes go out once it is
 ///   done. It accepts at most [`plaintext_capacity`] bytes, and refills as the driver drains
 ///   [`poll_ciphertext`].
