@@ -122,7 +122,8 @@ impl TlsLimits {
     }
 }
 
-/// A certificate chain and its private key: what a server presents to its clients.
+/// A certificate chain and its private key: what a server presents to its clients, or a client
+/// to a server that asks ([`TlsClientConfigBuilder::with_client_identity`]).
 ///
 /// # Examples
 ///
@@ -138,15 +139,6 @@ impl TlsLimits {
 /// ```
 #[derive(Clone)]
 pub struct TlsIdentity {
-    /// The native-tls identity (a client's certificate).
-    inner: native_tls::Identity,
-    /// The same key and certificates as OpenSSL objects, for a server's acceptor.
-    parts: IdentityParts,
-}
-
-/// A private key, its certificate and the intermediates sent after it.
-#[derive(Clone)]
-struct IdentityParts {
     /// The private key.
     key: PKey<Private>,
     /// The leaf certificate.
@@ -164,17 +156,16 @@ impl fmt::Debug for TlsIdentity {
 
 impl TlsIdentity {
     /// Builds an identity from a PEM certificate chain (leaf first, then intermediates) and a
-    /// PEM PKCS#8 private key (`-----BEGIN PRIVATE KEY-----`).
+    /// PEM private key: PKCS#8 (`-----BEGIN PRIVATE KEY-----`) or the traditional RSA or EC
+    /// form.
     ///
     /// # Errors
     ///
-    /// [`TlsError::Config`] if the PEM cannot be parsed, the key is not PKCS#8, or the chain is
-    /// empty. A key that does not belong to the leaf certificate is found when a
-    /// [`TlsServerConfig`] is built from the identity.
+    /// [`TlsError::Config`] if the PEM cannot be parsed or the chain is empty. A key that does
+    /// not belong to the leaf certificate is found when a [`TlsServerConfig`] is built from the
+    /// identity.
     pub fn from_pem(certificate_chain: &[u8], private_key: &[u8]) -> Result<Self, TlsError> {
-        let what = "identity from PEM chain and PKCS#8 key";
-        let inner = native_tls::Identity::from_pkcs8(certificate_chain, private_key)
-            .map_err(|source| TlsError::config(what, source))?;
+        let what = "identity from PEM chain and key";
         let mut certificates = X509::stack_from_pem(certificate_chain)
             .map_err(|source| TlsError::config(what, source))?
             .into_iter();
@@ -184,10 +175,7 @@ impl TlsIdentity {
         let key = PKey::private_key_from_pem(private_key)
             .map_err(|source| TlsError::config(what, source))?;
         let chain = certificates.collect();
-        Ok(TlsIdentity {
-            inner,
-            parts: IdentityParts { key, leaf, chain },
-        })
+        Ok(TlsIdentity { key, leaf, chain })
     }
 
     /// Like [`from_pem`](Self::from_pem), reading both parts from files.
@@ -212,8 +200,6 @@ impl TlsIdentity {
     /// [`TlsError::Config`] if the archive cannot be parsed or `password` is wrong.
     pub fn from_pkcs12(der: &[u8], password: &str) -> Result<Self, TlsError> {
         let what = "identity from PKCS#12";
-        let inner = native_tls::Identity::from_pkcs12(der, password)
-            .map_err(|source| TlsError::config(what, source))?;
         let parsed = openssl::pkcs12::Pkcs12::from_der(der)
             .and_then(|archive| archive.parse2(password))
             .map_err(|source| TlsError::config(what, source))?;
@@ -225,10 +211,7 @@ impl TlsIdentity {
         };
         // OpenSSL's parse hands the intermediates over last first.
         let chain = parsed.ca.into_iter().flatten().rev().collect();
-        Ok(TlsIdentity {
-            inner,
-            parts: IdentityParts { key, leaf, chain },
-        })
+        Ok(TlsIdentity { key, leaf, chain })
     }
 
     /// Like [`from_pkcs12`](Self::from_pkcs12), reading the archive from a file.
@@ -240,6 +223,19 @@ impl TlsIdentity {
     pub fn from_pkcs12_file(path: impl AsRef<Path>, password: &str) -> Result<Self, TlsError> {
         let der = read_file(path.as_ref())?;
         Self::from_pkcs12(&der, password)
+    }
+
+    /// The same identity in native-tls's form, for a client's certificate.
+    fn to_native(&self) -> Result<native_tls::Identity, TlsError> {
+        let what = "client identity";
+        let error = |source| TlsError::config(what, source);
+        let mut chain = self.leaf.to_pem().map_err(error)?;
+        for certificate in &self.chain {
+            chain.extend(certificate.to_pem().map_err(error)?);
+        }
+        let key = self.key.private_key_to_pem_pkcs8().map_err(error)?;
+        native_tls::Identity::from_pkcs8(&chain, &key)
+            .map_err(|source| TlsError::config(what, source))
     }
 }
 
@@ -411,7 +407,7 @@ impl TlsClientConfigBuilder {
             }
         }
         if let Some(identity) = &self.identity {
-            builder.identity(identity.inner.clone());
+            builder.identity(identity.to_native()?);
         }
         let alpn: Vec<&str> = self.alpn.iter().map(String::as_str).collect();
         // native-tls names no version past 1.2: no maximum means the newest OpenSSL has.
@@ -555,7 +551,7 @@ impl TlsServerConfigBuilder {
         // native-tls's acceptor, with TLS 1.3 back on (see `TlsServerConfig`).
         let mut builder = SslAcceptor::mozilla_intermediate(SslMethod::tls()).map_err(error)?;
         builder.clear_options(SslOptions::NO_TLSV1_3);
-        let IdentityParts { key, leaf, chain } = self.identity.parts;
+        let TlsIdentity { key, leaf, chain } = self.identity;
         // The certificate first: a key set before a certificate it does not match is dropped
         // without a word, and every handshake then fails ("no shared cipher").
         builder.set_certificate(&leaf).map_err(error)?;

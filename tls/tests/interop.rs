@@ -11,7 +11,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{client_trusting_ca, pki, ChildGuard, SServer};
-use weir_tls::{TlsError, TlsEvent, TlsSession, TlsVersion};
+use weir_tls::{
+    TlsClientConfig, TlsClientConfigBuilder, TlsError, TlsEvent, TlsIdentity, TlsSession,
+    TlsVersion,
+};
 
 /// Upper bound for any single wait in these tests; reached only when something is broken.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -123,29 +126,54 @@ impl SocketPump {
 
 #[test]
 fn client_session_against_openssl_s_server_tls13() {
-    let reported = client_session_against_openssl_s_server(&[], None);
+    let reported = client_session_against_openssl_s_server(&[], |config| config);
     assert!(reported.contains("Protocol version: TLSv1.3"), "{reported}");
 }
 
 #[test]
 fn client_session_against_openssl_s_server_tls12() {
-    let reported = client_session_against_openssl_s_server(&["-tls1_2"], None);
+    let reported = client_session_against_openssl_s_server(&["-tls1_2"], |config| config);
     assert!(reported.contains("Protocol version: TLSv1.2"), "{reported}");
 }
 
 /// A client held to TLS 1.2 gets 1.2 from a server that would speak 1.3.
 #[test]
 fn client_session_held_to_tls12_against_openssl_s_server() {
-    let reported = client_session_against_openssl_s_server(&[], Some(TlsVersion::Tls12));
+    let reported = client_session_against_openssl_s_server(&[], |config| {
+        config.with_max_version(TlsVersion::Tls12)
+    });
     assert!(reported.contains("Protocol version: TLSv1.2"), "{reported}");
 }
 
+/// A client identity is presented when the server asks for one, with its chain: s_server,
+/// trusting nothing, meets the CA at depth 1, so the intermediate went out after the leaf.
+/// (The client trusts no root here, else OpenSSL would complete the chain from its roots
+/// whatever the identity holds; so it does not check the server's certificate either.)
+#[test]
+fn client_session_presents_its_identity_to_openssl_s_server() {
+    let pki = pki();
+    let mut chain = pki.localhost.cert_pem.clone();
+    chain.extend_from_slice(&pki.ca.cert_pem);
+    let identity = TlsIdentity::from_pem(&chain, &pki.localhost.key_pem).unwrap();
+    let reported = client_session_against_openssl_s_server(&["-verify", "2"], |_| {
+        TlsClientConfig::builder()
+            .without_built_in_roots()
+            .danger_accept_invalid_certs(true)
+            .with_client_identity(identity)
+    });
+    assert!(
+        reported.contains("Peer certificate: CN = localhost"),
+        "{reported}"
+    );
+    assert!(reported.contains("depth=1 CN = weir test CA"), "{reported}");
+}
+
 /// Handshake with SNI, a line each way, close_notify both ways; `extra` goes to s_server, and
-/// the client is held to `max_version` if given. Returns s_server's standard error, where in
+/// `configure` adds to the client's config. Returns s_server's standard error, where in
 /// `-rev` mode it reports the connection (`Protocol version: ...`).
 fn client_session_against_openssl_s_server(
     extra: &[&str],
-    max_version: Option<TlsVersion>,
+    configure: impl FnOnce(TlsClientConfigBuilder) -> TlsClientConfigBuilder,
 ) -> String {
     let pki = pki();
     let dir = tempfile::tempdir().unwrap();
@@ -180,11 +208,7 @@ fn client_session_against_openssl_s_server(
 
     // (No ALPN here: s_server does not answer ALPN on its SNI-selected context. The server
     // test below covers ALPN against s_client.)
-    let mut config = client_trusting_ca();
-    if let Some(version) = max_version {
-        config = config.with_max_version(version);
-    }
-    let config = config.build().unwrap();
+    let config = configure(client_trusting_ca()).build().unwrap();
     let session = TlsSession::client(&config, "localhost").unwrap();
     let mut pump = SocketPump::new(session, stream);
     // Written before the handshake is done.
