@@ -198,3 +198,17 @@ pub fn alternate<T>(
     }
     (w, p)
 }
+
+/// [`alternate`] over two servers, weir's (`servers[0]`) and its peer's, with a `run` that can
+/// fail: each side's results in round order, or the first error.
+pub fn alternate_servers<T>(
+    rounds: u64,
+    servers: &[Server; 2],
+    run: impl Fn(&Server) -> io::Result<T>,
+) -> io::Result<[Vec<T>; 2]> {
+    let (weir, peer) = alternate(rounds, Some(|| run(&servers[0])), Some(|| run(&servers[1])));
+    Ok([
+        weir.into_iter().collect::<io::Result<_>>()?,
+        peer.into_iter().collect::<io::Result<_>>()?,
+    ])
+}

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use rustix::buffer::spare_capacity;
 use rustix::event::epoll::{self, EventData, EventFlags};
 use rustix::event::Timespec;
-use weir_bench::{alternate, median, paired_ratio, pin_self, taskset_works, Server};
+use weir_bench::{alternate_servers, median, paired_ratio, pin_self, taskset_works, Server};
 
 /// Result of one ping-pong run.
 struct PingPong {
@@ -288,15 +288,7 @@ fn alternating<T>(
     servers: &[Server; 2],
     run: impl Fn(&Server) -> io::Result<T>,
 ) -> io::Result<[Vec<T>; 2]> {
-    let (weir, peer) = alternate(
-        round_count() as u64,
-        Some(|| run(&servers[0])),
-        Some(|| run(&servers[1])),
-    );
-    Ok([
-        weir.into_iter().collect::<io::Result<_>>()?,
-        peer.into_iter().collect::<io::Result<_>>()?,
-    ])
+    alternate_servers(round_count() as u64, servers, run)
 }
 
 /// Server memory growth per idle connection with `count` connections open.

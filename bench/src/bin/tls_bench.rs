@@ -55,7 +55,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use weir_bench::{alternate, median, paired_ratio, pin_self, taskset_works, Server};
+use weir_bench::{
+    alternate, alternate_servers, median, paired_ratio, pin_self, taskset_works, Server,
+};
 use weir_io::{
     ByteIoPair, ByteSink, ByteSource, ByteWAgent, ByteWriter, Ending, Link, Produce, SinkHooks,
     SourceHooks, WAgentHooks, Window,
@@ -789,15 +791,7 @@ fn server_rounds(
     secs: u64,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let servers = [files.serve(sides[0])?, files.serve(sides[1])?];
-    let (w, t) = alternate(
-        rounds,
-        Some(|| s_time(&servers[0], secs)),
-        Some(|| s_time(&servers[1], secs)),
-    );
-    let runs = [
-        w.into_iter().collect::<io::Result<_>>()?,
-        t.into_iter().collect::<io::Result<_>>()?,
-    ];
+    let runs = alternate_servers(rounds, &servers, |server| s_time(server, secs))?;
     print_runs(
         &format!(
             "{version} echo servers alone ({} against {}), each its own process on CPU 0, under \
