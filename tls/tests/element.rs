@@ -755,6 +755,34 @@ fn hundred_mib_through_tls_over_tcp_byte_for_byte() {
     assert!(connected, "Connected passed through the TLS element");
 }
 
+/// Two hundred clients at once, on a reactor of their own, against one echo server: every
+/// client gets back its own bytes (each sends a different pattern), so no record crosses
+/// into another connection, and each stream ends with close_notify.
+#[test]
+fn two_hundred_concurrent_clients_each_get_their_own_echo() {
+    const CLIENTS: usize = 200;
+    const LEN: usize = 48 * 1024;
+    let server = Rig::new();
+    let clients = Rig::new();
+    let listener = echo_listener(&server.reactor);
+    let config = client_trusting_ca().build().unwrap();
+    let running: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let (connection, app) =
+                connect_client(&clients.reactor, listener.local_address().clone(), &config);
+            let data = common::pattern(LEN, i as u32);
+            app.writer.write(data.clone()).unwrap();
+            app.writer.end_write(Ending::Completed);
+            (connection, app, data)
+        })
+        .collect();
+    for (i, (connection, app, data)) in running.iter().enumerate() {
+        assert_eq!(app.ending(), Ending::Completed, "client {i}");
+        assert!(app.seen.lock().data == *data, "client {i} got other bytes");
+        assert!(connection.tls.is_peer_closed(), "client {i}");
+    }
+}
+
 /// A TLS client to `address` for "localhost", with a recording application attached.
 fn connect_client(
     reactor: &Reactor,
