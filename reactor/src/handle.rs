@@ -20,10 +20,13 @@ use std::fmt;
 ///   `WouldBlock` as "wait for the next call", never as an error.
 /// - A descriptor the OS poller cannot watch (a regular file) is always ready: it is called on
 ///   every loop turn while its interest is set, as `select` and `poll` treat such files.
-/// - **Errors and hang-ups** never make the loop spin. An error condition (`EPOLLERR`) removes
-///   the registration and calls [`on_close`](Self::on_close) with [`Direction::Both`] and
-///   [`CloseReason::Error`]; the handle can then fetch the error itself (for a socket,
-///   `take_error`). A hang-up (`EPOLLHUP`) calls `on_close` with [`Direction::Output`] and
+/// - **Errors and hang-ups** never make the loop spin. An error condition (`EPOLLERR`) calls
+///   [`on_readable`](Self::on_readable) once more if the handle wants to read (bytes the
+///   kernel received before the error, such as a TCP peer's last data before its reset, are
+///   still readable, and the read reports the error after them), then removes the
+///   registration and calls [`on_close`](Self::on_close) with [`Direction::Both`] and
+///   [`CloseReason::Error`]; the handle can then fetch the error itself if no read did (for a
+///   socket, `take_error`). A hang-up (`EPOLLHUP`) calls `on_close` with [`Direction::Output`] and
 ///   [`CloseReason::HangUp`]; input stays readable (level-triggered, without further poller
 ///   events) so that data still buffered in the kernel is not lost, and the handle closes its
 ///   input when a read reports end of file.

@@ -629,6 +629,14 @@ impl Loop {
             let ready = self.ready[i];
             let token = Token::from_key(ready.key);
             if ready.error {
+                // Bytes that came before the error (a TCP peer's last data, then its reset)
+                // are still there to read: a handle that wants to read gets them first, and
+                // its read reports the error after them.
+                if ready.read {
+                    if let Some(handle) = self.handle_for(token, |i| i.read) {
+                        guarded("on_readable", || handle.on_readable());
+                    }
+                }
                 self.close_entry(token, CloseReason::Error);
                 continue;
             }

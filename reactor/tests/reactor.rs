@@ -1,6 +1,7 @@
 //! Reactor behaviour: running, stopping, timers, cross-thread calls, readiness, panics.
 
 use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,6 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use rustix::event::{PollFd, PollFlags};
 use weir_reactor::{ByteHandle, CloseReason, Direction, Interest, Reactor, ReactorError};
 
 /// How long any test waits for something that should happen at once.
@@ -288,6 +290,51 @@ fn hang_up_closes_output_and_lets_input_drain_without_spinning() {
     thread.join().unwrap();
 }
 
+/// A TCP peer's last bytes, then its reset (it closed with bytes of ours unread): the bytes
+/// are read before the error closes the registration.
+#[test]
+fn bytes_that_came_before_a_connection_reset_are_read_first() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let ours = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut theirs, _) = listener.accept().unwrap();
+    (&ours).write_all(b"never read").unwrap();
+    theirs.peek(&mut [0]).unwrap();
+    theirs.write_all(b"last words").unwrap();
+    // Closing with unread bytes sends a reset instead of a FIN.
+    drop(theirs);
+    ours.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        // `poll` shows the reset without taking the error, as `SO_ERROR` or a read would.
+        let mut fds = [PollFd::new(&ours, PollFlags::IN)];
+        rustix::event::poll(&mut fds, None).unwrap();
+        if fds[0].revents().contains(PollFlags::ERR) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no reset arrived");
+        thread::yield_now();
+    }
+
+    let (reactor, thread) = started();
+    let handle = Recorder::with_reader(Box::new(ours.try_clone().unwrap()));
+    reactor
+        .register(ours.as_fd(), Interest::READ, handle.clone())
+        .unwrap();
+    handle.wait_closes(1);
+    assert_eq!(&*handle.data.lock(), b"last words");
+    assert_eq!(
+        *handle.errors.lock(),
+        vec![std::io::ErrorKind::ConnectionReset]
+    );
+    assert_eq!(
+        *handle.closes.lock(),
+        vec![(Direction::Both, CloseReason::Error)]
+    );
+    assert_eq!(reactor.registered(), 0);
+    reactor.stop();
+    thread.join().unwrap();
+}
+
 #[test]
 fn an_error_condition_closes_both_directions_once() {
     let (reactor, thread) = started();
@@ -382,6 +429,8 @@ struct Recorder {
     eof: Mutex<bool>,
     reads: AtomicUsize,
     closes: Mutex<Vec<(Direction, CloseReason)>>,
+    /// What failed reads reported.
+    errors: Mutex<Vec<std::io::ErrorKind>>,
     panic_on_read: Mutex<bool>,
 }
 
@@ -394,6 +443,7 @@ impl Recorder {
             eof: Mutex::new(false),
             reads: AtomicUsize::new(0),
             closes: Mutex::new(Vec::new()),
+            errors: Mutex::new(Vec::new()),
             panic_on_read: Mutex::new(false),
         })
     }
@@ -455,7 +505,10 @@ impl ByteHandle for Recorder {
                 }
                 Ok(n) => self.data.lock().extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(e) => panic!("read failed: {e}"),
+                Err(e) => {
+                    self.errors.lock().push(e.kind());
+                    return;
+                }
             }
         }
     }

@@ -243,6 +243,56 @@ fn peer_reset_ends_the_chain_lost() {
     );
 }
 
+/// Whether a TCP socket on loopback with local port `port` is in the kernel's table: a socket
+/// that has taken a reset has left it (`/proc/net/tcp` lists established and listening ones).
+fn loopback_tcp_socket_listed(port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .any(|line| line.split_whitespace().nth(1) == Some(local.as_str()))
+}
+
+/// The peer's last bytes, then its reset (it closed with bytes of ours unread), both there
+/// before the agent looks: the bytes reach the chain, then it ends `Lost` with the reset.
+#[test]
+fn a_peers_last_bytes_before_its_reset_reach_the_chain() {
+    let running = Running::new();
+    let (agent, mut peer) = agent_with_std_peer(&running, AgentConfig::default());
+    let (_, info) = close_counter(&agent);
+    let (sink, record) = recorder(&running.reactor, Window::Unlimited, ControlReply::Allowed);
+    let writer = ByteWriter::new(&running.reactor, 1024);
+    let pair = agent.io_pair();
+    attach(&pair.producer, &sink.consumer()).unwrap();
+    attach(&writer.producer(), &pair.consumer).unwrap();
+    writer.write(&b"never read"[..]).unwrap();
+    peer.peek(&mut [0]).unwrap();
+    // Hold the reactor while the peer answers and resets, so that the agent sees both at once.
+    let (held, hold) = (mpsc::channel(), mpsc::channel::<()>());
+    running.reactor.call(move || {
+        held.0.send(()).unwrap();
+        let _ = hold.1.recv();
+    });
+    held.1.recv().unwrap();
+    let port = peer.peer_addr().unwrap().port();
+    peer.write_all(b"last words").unwrap();
+    drop(peer);
+    wait_for("the reset", || !loopback_tcp_socket_listed(port));
+    drop(hold.0);
+    wait_for("the chain to end", || record.lock().ending.is_some());
+    assert_eq!(record.lock().data, b"last words");
+    assert_eq!(record.lock().ending, Some(Ending::Lost));
+    wait_for("the close callback", || info.lock().is_some());
+    let error = info
+        .lock()
+        .clone()
+        .unwrap()
+        .error
+        .expect("the reset is recorded");
+    assert_eq!(error.kind(), io::ErrorKind::ConnectionReset, "{error:?}");
+}
+
 #[test]
 fn close_callback_runs_once_after_both_directions() {
     let running = Running::new();
