@@ -1,11 +1,13 @@
 //! A TLS client: standard input goes to the server, the server's bytes go to standard output.
 //!
 //! ```text
-//! cargo run --example tls_client -- localhost:8443 --ca ca.pem
+//! cargo run --example tls_client -- localhost:8443 --ca ca.pem [--cert client.pem --key client.key]
 //! ```
 //!
 //! The host name is sent as SNI and checked against the server's certificate, which must lead
-//! to the system's trusted roots or to the `--ca` file. At the end of standard input the client
+//! to the system's trusted roots or to the `--ca` file. With `--cert` and `--key` (a PEM
+//! certificate chain and its private key) the client presents that certificate to a server
+//! that asks for one. At the end of standard input the client
 //! sends close_notify; it exits 0 once the server has closed cleanly, and 1 with the reason
 //! (certificate rejected, truncated, connection refused, ...) otherwise.
 
@@ -17,7 +19,7 @@ use bytes::Bytes;
 use weir::io::{ByteIoPair, ByteSink, ByteWriter, Ending, Link, SinkHooks, Window, WriteError};
 use weir::reactor::Reactor;
 use weir::sock::ConnectOptions;
-use weir::tls::{net, TlsClientConfig};
+use weir::tls::{net, TlsClientConfig, TlsIdentity};
 
 /// Copies the server's bytes to standard output and reports the end.
 struct Stdout {
@@ -36,21 +38,60 @@ impl SinkHooks for Stdout {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (target, ca) = match args.as_slice() {
-        [target] => (target, None),
-        [target, flag, ca] if flag == "--ca" => (target, Some(ca)),
-        _ => {
-            eprintln!("usage: tls_client HOST:PORT [--ca CA.pem]");
-            std::process::exit(2);
+/// The command line.
+struct Arguments {
+    /// `HOST:PORT`.
+    target: String,
+    /// `--ca`: a CA certificate to trust.
+    ca: Option<String>,
+    /// `--cert`: the client's certificate chain.
+    cert: Option<String>,
+    /// `--key`: its private key.
+    key: Option<String>,
+}
+
+impl Arguments {
+    /// The arguments, or `None` for a command line that does not fit the usage.
+    fn parse(mut args: impl Iterator<Item = String>) -> Option<Arguments> {
+        let mut parsed = Arguments {
+            target: args.next()?,
+            ca: None,
+            cert: None,
+            key: None,
+        };
+        while let Some(flag) = args.next() {
+            let slot = match flag.as_str() {
+                "--ca" => &mut parsed.ca,
+                "--cert" => &mut parsed.cert,
+                "--key" => &mut parsed.key,
+                _ => return None,
+            };
+            *slot = Some(args.next()?);
         }
+        // A certificate without its key, or a key alone, is a mistake.
+        (parsed.cert.is_some() == parsed.key.is_some()).then_some(parsed)
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let Some(Arguments {
+        target,
+        ca,
+        cert,
+        key,
+    }) = Arguments::parse(std::env::args().skip(1))
+    else {
+        eprintln!("usage: tls_client HOST:PORT [--ca CA.pem] [--cert CERT.pem --key KEY.pem]");
+        std::process::exit(2);
     };
     let (host, port) = target.rsplit_once(':').ok_or("expected HOST:PORT")?;
     let port: u16 = port.parse()?;
     let mut builder = TlsClientConfig::builder();
     if let Some(ca) = ca {
         builder = builder.with_root_certificate_pem(&std::fs::read(ca)?);
+    }
+    if let (Some(cert), Some(key)) = (cert, key) {
+        builder = builder.with_client_identity(TlsIdentity::from_pem_files(cert, key)?);
     }
     let config = builder.build()?;
 

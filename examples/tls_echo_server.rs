@@ -1,12 +1,16 @@
 //! A TLS echo server: every byte a client sends comes back, encrypted.
 //!
 //! ```text
-//! cargo run --example tls_echo_server -- 127.0.0.1:8443 cert.pem key.pem
+//! cargo run --example tls_echo_server -- 127.0.0.1:8443 cert.pem key.pem [--client-ca ca.pem]
 //! ```
 //!
 //! `cert.pem` holds the certificate chain (leaf first), `key.pem` the PKCS#8 private key. The
 //! server prints `listening on ADDR` (with the real port when given port 0) and serves until
 //! killed. Try it with `openssl s_client -connect ADDR -CAfile ca.pem`.
+//!
+//! With `--client-ca`, every client must present a certificate issued by a CA in that file
+//! (`openssl s_client ... -cert client.pem -key client.key`); a client that fails is refused,
+//! and why is printed on standard error.
 
 use std::sync::Arc;
 
@@ -15,7 +19,7 @@ use weir::io::{ByteWAgent, ByteWriter, WAgentHooks};
 use weir::reactor::Reactor;
 use weir::sock::{AgentConfig, ListenOptions};
 use weir::tls::net::TlsListener;
-use weir::tls::{TlsIdentity, TlsServerConfig};
+use weir::tls::{ClientAuth, TlsIdentity, TlsServerConfig};
 
 /// Writes back what it receives; ends its output when the client's input ends.
 struct Echo;
@@ -31,12 +35,22 @@ impl WAgentHooks for Echo {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [address, cert, key] = args.as_slice() else {
-        eprintln!("usage: tls_echo_server ADDR CERT.pem KEY.pem");
-        std::process::exit(2);
+    let (address, cert, key, client_ca) = match args.as_slice() {
+        [address, cert, key] => (address, cert, key, None),
+        [address, cert, key, flag, ca] if flag == "--client-ca" => (address, cert, key, Some(ca)),
+        _ => {
+            eprintln!("usage: tls_echo_server ADDR CERT.pem KEY.pem [--client-ca CA.pem]");
+            std::process::exit(2);
+        }
     };
     let identity = TlsIdentity::from_pem_files(cert, key)?;
-    let config = TlsServerConfig::builder(identity).build()?;
+    let mut config = TlsServerConfig::builder(identity);
+    if let Some(ca) = client_ca {
+        config = config
+            .with_client_auth(ClientAuth::Required)
+            .with_client_roots_pem(&std::fs::read(ca)?);
+    }
+    let config = config.build()?;
     let reactor = Reactor::new()?;
     let r = reactor.clone();
     let listener = TlsListener::bind(

@@ -56,16 +56,35 @@ fn write_certificates(dir: &Path) -> (String, String, String) {
     )
 }
 
-/// Starts the echo server example on an ephemeral port; returns it and its address.
-fn start_echo_server(cert: &str, key: &str) -> (ChildGuard, String) {
-    start_echo_server_with(cert, key, &[])
+/// Writes the test client certificate and its key into `dir`: (client.pem, client-key.pem).
+fn write_client_certificate(dir: &Path) -> (String, String) {
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    (
+        write("client.pem", &pki().client.cert_pem),
+        write("client-key.pem", &pki().client.key_pem),
+    )
 }
 
-/// As [`start_echo_server`], with these extra environment variables.
-fn start_echo_server_with(cert: &str, key: &str, env: &[(&str, &str)]) -> (ChildGuard, String) {
+/// Starts the echo server example on an ephemeral port; returns it and its address.
+fn start_echo_server(cert: &str, key: &str) -> (ChildGuard, String) {
+    start_echo_server_with(cert, key, &[], &[])
+}
+
+/// As [`start_echo_server`], with these extra arguments and environment variables.
+fn start_echo_server_with(
+    cert: &str,
+    key: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (ChildGuard, String) {
     let mut child = ChildGuard(
         Command::new(example("tls_echo_server"))
             .args(["127.0.0.1:0", cert, key])
+            .args(args)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -84,11 +103,17 @@ fn start_echo_server_with(cert: &str, key: &str, env: &[(&str, &str)]) -> (Child
 
 /// Starts the client example.
 fn start_client(target: &str, ca: Option<&str>) -> ChildGuard {
+    start_client_with(target, ca, &[])
+}
+
+/// As [`start_client`], with these extra arguments.
+fn start_client_with(target: &str, ca: Option<&str>, args: &[&str]) -> ChildGuard {
     let mut command = Command::new(example("tls_client"));
     command.arg(target);
     if let Some(ca) = ca {
         command.args(["--ca", ca]);
     }
+    command.args(args);
     ChildGuard(
         command
             .stdin(Stdio::piped())
@@ -240,7 +265,7 @@ fn echo_server_example_refuses_tls11() {
     let dir = tempfile::tempdir().unwrap();
     let (_ca, cert, key) = write_certificates(dir.path());
     let no_config = [("OPENSSL_CONF", "/dev/null")];
-    let (_server, address) = start_echo_server_with(&cert, &key, &no_config);
+    let (_server, address) = start_echo_server_with(&cert, &key, &[], &no_config);
     let output = Command::new("openssl")
         .args(["s_client", "-connect", &address, "-tls1_1"])
         .args(["-cipher", "DEFAULT:@SECLEVEL=0"])
@@ -267,7 +292,7 @@ fn echo_server_example_keeps_a_configured_tls13_minimum() {
     )
     .unwrap();
     let config = config.to_str().unwrap();
-    let (_server, address) = start_echo_server_with(&cert, &key, &[("OPENSSL_CONF", config)]);
+    let (_server, address) = start_echo_server_with(&cert, &key, &[], &[("OPENSSL_CONF", config)]);
     let s_client = |version: &str| {
         Command::new("openssl")
             .args(["s_client", "-connect", &address, version, "-brief"])
@@ -403,6 +428,116 @@ fn client_example_through_echo_server_example_byte_for_byte() {
     assert!(status.success(), "tls_client: {}", client.stderr());
     assert_eq!(echoed.len(), data.len());
     assert!(echoed == data, "the echo differs from what was sent");
+}
+
+/// The echo server example with `--client-ca`: s_client presenting the test client
+/// certificate is echoed; s_client presenting none is refused (TLS 1.3's
+/// certificate_required alert), and the server prints why.
+#[test]
+fn echo_server_example_requires_a_client_certificate_from_openssl_s_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = write_certificates(dir.path());
+    let (client_cert, client_key) = write_client_certificate(dir.path());
+    let (mut server, address) = start_echo_server_with(&cert, &key, &["--client-ca", &ca], &[]);
+    let server_err = lines(server.0.stderr.take().unwrap());
+    let with = ["-cert", client_cert.as_str(), "-key", client_key.as_str()];
+    let (mut client, _) = start_s_client_echoing(&address, &ca, &with);
+    client.close_stdin();
+    client.wait();
+
+    let without = Command::new("openssl")
+        .args(["s_client", "-connect", &address, "-servername", "localhost"])
+        .args(["-CAfile", &ca, "-verify_return_error"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut without = ChildGuard(without);
+    // The server's refusal ends s_client, whose input stays open.
+    let status = without.wait();
+    let stderr = without.stderr();
+    assert!(
+        !status.success(),
+        "s_client without a certificate was served"
+    );
+    assert!(
+        stderr.contains("alert certificate required"),
+        "s_client said {stderr}"
+    );
+    let text = wait_for(&server_err, "peer sent no certificate");
+    assert!(
+        text.contains("peer sent no certificate"),
+        "server said {text}"
+    );
+}
+
+/// The client example with `--cert` against `openssl s_server -Verify`: s_server checks the
+/// certificate against the test CA and echoes.
+#[test]
+fn client_example_presents_its_certificate_to_openssl_s_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = write_certificates(dir.path());
+    let (client_cert, client_key) = write_client_certificate(dir.path());
+    let SServer {
+        child: mut server,
+        port,
+        lines: server_out,
+    } = SServer::start(
+        &[
+            "-cert",
+            &cert,
+            "-key",
+            &key,
+            "-naccept",
+            "1",
+            "-rev",
+            "-Verify",
+            "1",
+            "-CAfile",
+            &ca,
+            "-verify_return_error",
+        ],
+        Stdio::piped(),
+    );
+    let args = ["--cert", client_cert.as_str(), "--key", client_key.as_str()];
+    let mut client = start_client_with(&format!("localhost:{port}"), Some(&ca), &args);
+    let (status, echoed) = pipe_through(&mut client, b"weir\n");
+    assert!(status.success(), "tls_client: {}", client.stderr());
+    assert_eq!(echoed, b"riew\n");
+    server.wait();
+    let stderr = server.stderr();
+    let out: Vec<String> = server_out.try_iter().collect();
+    let text = format!("{}{stderr}", out.join(""));
+    assert!(text.contains("depth=0 CN = weir test client"), "{text}");
+}
+
+/// Both examples, the server requiring client certificates: the client with `--cert` gets its
+/// echo byte for byte; without, it exits 1 naming the server's alert.
+#[test]
+fn client_example_needs_its_certificate_for_echo_server_example_with_client_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = write_certificates(dir.path());
+    let (client_cert, client_key) = write_client_certificate(dir.path());
+    let (_server, address) = start_echo_server_with(&cert, &key, &["--client-ca", &ca], &[]);
+    let target = format!("localhost:{}", address.rsplit_once(':').unwrap().1);
+
+    let args = ["--cert", client_cert.as_str(), "--key", client_key.as_str()];
+    let mut client = start_client_with(&target, Some(&ca), &args);
+    let data = common::pattern(1024 * 1024, 5);
+    let (status, echoed) = pipe_through(&mut client, &data);
+    assert!(status.success(), "tls_client: {}", client.stderr());
+    assert!(echoed == data, "the echo differs from what was sent");
+
+    let mut client = start_client(&target, Some(&ca));
+    let (status, echoed) = pipe_through(&mut client, b"hello\n");
+    let stderr = client.stderr();
+    assert_eq!(status.code(), Some(1), "tls_client: {stderr}");
+    assert!(echoed.is_empty());
+    assert!(
+        stderr.contains("certificate required"),
+        "tls_client: {stderr}"
+    );
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use openssl::pkey::{PKey, Private};
-use openssl::ssl::{AlpnError, SslAcceptor, SslMethod, SslOptions, SslVersion};
+use openssl::ssl::{AlpnError, SslAcceptor, SslMethod, SslOptions, SslVerifyMode, SslVersion};
 use openssl::x509::X509;
 
 use crate::error::TlsError;
@@ -437,9 +437,26 @@ impl TlsClientConfigBuilder {
 /// Settings shared by every server session started from it: the identity it presents, the
 /// ALPN protocols it accepts and the buffer bounds. Build one with [`TlsServerConfig::builder`].
 ///
-/// Clients are not asked for certificates. TLS 1.3 and 1.2 are spoken, never 1.0 or 1.1 (RFC
-/// 8996), whatever OpenSSL's own configuration allows; a configuration that allows 1.3 only
-/// is kept.
+/// Clients are not asked for certificates unless
+/// [`with_client_auth`](TlsServerConfigBuilder::with_client_auth) says so. TLS 1.3 and 1.2
+/// are spoken, never 1.0 or 1.1 (RFC 8996), whatever OpenSSL's own configuration allows; a
+/// configuration that allows 1.3 only is kept.
+///
+/// # Client certificates
+///
+/// With [`ClientAuth::Required`] (or [`ClientAuth::Optional`]) and the roots that issue them
+/// ([`with_client_roots_pem`](TlsServerConfigBuilder::with_client_roots_pem)), each client is
+/// asked for a certificate, which must chain to one of those roots, be valid now and allow
+/// client authentication (its extended key usage, if it has one, includes `clientAuth`). A
+/// client that fails the check ends the handshake with
+/// [`TlsError::UnknownIssuer`], [`TlsError::CertificateExpired`] or
+/// [`TlsError::CertificateRejected`] on the server, and one that sends none where one is
+/// required with [`TlsError::PeerCertificateMissing`]; the client receives the matching alert.
+/// The certificate of a client that passed is in
+/// [`HandshakeInfo::peer_certificate_der`](crate::HandshakeInfo::peer_certificate_der), and a
+/// [`TlsElement`](crate::TlsElement) names its subject in the `Authorize` control message,
+/// where the application can still refuse that client. Only the given roots are trusted for
+/// clients, never the system's.
 ///
 /// # TLS 1.3, and why not through native-tls
 ///
@@ -486,6 +503,8 @@ impl TlsServerConfig {
             identity,
             alpn: Vec::new(),
             max_version: TlsVersion::Tls13,
+            client_auth: ClientAuth::None,
+            client_root_pems: Vec::new(),
             limits: TlsLimits::default(),
         }
     }
@@ -505,8 +524,27 @@ pub struct TlsServerConfigBuilder {
     alpn: Vec<String>,
     /// The newest protocol version negotiated.
     max_version: TlsVersion,
+    /// Whether clients are asked for certificates.
+    client_auth: ClientAuth,
+    /// PEM blocks of the roots client certificates must chain to, parsed by `build`.
+    client_root_pems: Vec<Vec<u8>>,
     /// Buffer bounds.
     limits: TlsLimits,
+}
+
+/// Whether a server asks its clients for certificates; see
+/// [`TlsServerConfig`](TlsServerConfig#client-certificates).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ClientAuth {
+    /// Clients are not asked (the default).
+    #[default]
+    None,
+    /// Clients are asked; one that sends no certificate is accepted, one that sends a
+    /// certificate that fails the check is not.
+    Optional,
+    /// Clients must send a certificate that passes the check.
+    Required,
 }
 
 /// A TLS protocol version.
@@ -534,6 +572,21 @@ impl TlsServerConfigBuilder {
         self
     }
 
+    /// Asks clients for certificates, or requires them (default [`ClientAuth::None`]). Any
+    /// other choice needs [`with_client_roots_pem`](Self::with_client_roots_pem).
+    pub fn with_client_auth(mut self, client_auth: ClientAuth) -> Self {
+        self.client_auth = client_auth;
+        self
+    }
+
+    /// Trusts the certificates in `pem` (one or more `-----BEGIN CERTIFICATE-----` blocks) as
+    /// roots for client certificates; their names are sent to clients as the authorities
+    /// the server accepts. Parsed by [`build`](Self::build).
+    pub fn with_client_roots_pem(mut self, pem: &[u8]) -> Self {
+        self.client_root_pems.push(pem.to_vec());
+        self
+    }
+
     /// Sets the buffer bounds of each session.
     pub fn with_limits(mut self, limits: TlsLimits) -> Self {
         self.limits = limits;
@@ -545,7 +598,8 @@ impl TlsServerConfigBuilder {
     /// # Errors
     ///
     /// [`TlsError::Config`] if OpenSSL rejects the identity (e.g. the key does not match the
-    /// certificate) or the settings.
+    /// certificate) or the settings, if a client root PEM holds no certificate or cannot be
+    /// parsed, or if clients are asked for certificates and no roots were given.
     pub fn build(self) -> Result<TlsServerConfig, TlsError> {
         let error = |source| TlsError::config("server acceptor", source);
         // native-tls's acceptor, with TLS 1.3 back on (see `TlsServerConfig`).
@@ -572,6 +626,9 @@ impl TlsServerConfigBuilder {
                 .map_err(error)?;
         }
         builder.set_max_proto_version(Some(max)).map_err(error)?;
+        if self.client_auth != ClientAuth::None {
+            ask_for_client_certificates(&mut builder, self.client_auth, &self.client_root_pems)?;
+        }
         if !self.alpn.is_empty() {
             let ours = self.alpn;
             builder.set_alpn_select_callback(move |_, offered| {
@@ -583,6 +640,46 @@ impl TlsServerConfigBuilder {
             limits: self.limits,
         })
     }
+}
+
+/// Makes `builder` ask for (or require) client certificates chaining to the roots in `pems`.
+fn ask_for_client_certificates(
+    builder: &mut openssl::ssl::SslAcceptorBuilder,
+    client_auth: ClientAuth,
+    pems: &[Vec<u8>],
+) -> Result<(), TlsError> {
+    let error = |source| TlsError::config("client certificate roots (PEM)", source);
+    let mut roots = Vec::new();
+    for pem in pems {
+        let certificates = X509::stack_from_pem(pem).map_err(error)?;
+        if certificates.is_empty() {
+            return Err(TlsError::config(
+                "client certificate roots (PEM)",
+                "no certificate in the PEM",
+            ));
+        }
+        roots.extend(certificates);
+    }
+    if roots.is_empty() {
+        return Err(TlsError::config(
+            "client certificate roots (PEM)",
+            "clients are asked for certificates, and no roots were given",
+        ));
+    }
+    for root in roots {
+        builder.add_client_ca(&root).map_err(error)?;
+        builder.cert_store_mut().add_cert(root).map_err(error)?;
+    }
+    let mut mode = SslVerifyMode::PEER;
+    if client_auth == ClientAuth::Required {
+        mode |= SslVerifyMode::FAIL_IF_NO_PEER_CERT;
+    }
+    builder.set_verify(mode);
+    // OpenSSL refuses to resume a session without it once peers are verified.
+    builder
+        .set_session_id_context(b"weir-tls")
+        .map_err(|source| TlsError::config("server acceptor", source))?;
+    Ok(())
 }
 
 /// Our first ALPN protocol that the client also offers, as it appears in the client's list

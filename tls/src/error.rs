@@ -11,13 +11,16 @@ use std::error::Error as StdError;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use openssl::x509::X509VerifyResult;
+
 /// Everything that can go wrong in this crate.
 ///
 /// The variants fall into these groups:
 ///
 /// - **the peer's certificate was rejected by our checks**: [`CertificateExpired`],
 ///   [`HostnameMismatch`], [`UnknownIssuer`], and [`CertificateRejected`] for every other
-///   verification failure;
+///   verification failure; for a server that requires client certificates,
+///   [`PeerCertificateMissing`];
 /// - **the peer or the transport broke the session**: [`Handshake`] (a protocol failure before
 ///   the handshake finished), [`PeerAlert`] (the peer sent a fatal alert, e.g. because it
 ///   rejected *our* certificate), [`Protocol`] (a failure after the handshake), [`Truncated`]
@@ -37,6 +40,7 @@ use std::time::Duration;
 /// [`HostnameMismatch`]: TlsError::HostnameMismatch
 /// [`UnknownIssuer`]: TlsError::UnknownIssuer
 /// [`CertificateRejected`]: TlsError::CertificateRejected
+/// [`PeerCertificateMissing`]: TlsError::PeerCertificateMissing
 /// [`Handshake`]: TlsError::Handshake
 /// [`PeerAlert`]: TlsError::PeerAlert
 /// [`Protocol`]: TlsError::Protocol
@@ -95,6 +99,13 @@ pub enum TlsError {
     InvalidServerName {
         /// The name as given.
         name: String,
+    },
+    /// A server that requires client certificates
+    /// ([`ClientAuth::Required`](crate::ClientAuth::Required)) got none from the client.
+    #[error("peer sent no certificate, and one is required: {detail}")]
+    PeerCertificateMissing {
+        /// OpenSSL's description of the failure.
+        detail: String,
     },
     /// The peer sent a fatal alert and ended the session, e.g. `unknown ca` or
     /// `bad certificate` when it rejected our certificate, or `handshake failure`.
@@ -155,8 +166,9 @@ impl TlsError {
     /// Returns `true` for the variants that report a rejected peer certificate:
     /// [`CertificateExpired`](TlsError::CertificateExpired),
     /// [`CertificateRejected`](TlsError::CertificateRejected),
-    /// [`HostnameMismatch`](TlsError::HostnameMismatch) and
-    /// [`UnknownIssuer`](TlsError::UnknownIssuer).
+    /// [`HostnameMismatch`](TlsError::HostnameMismatch),
+    /// [`UnknownIssuer`](TlsError::UnknownIssuer), and for a server
+    /// [`PeerCertificateMissing`](TlsError::PeerCertificateMissing).
     pub fn is_verification_failure(&self) -> bool {
         matches!(
             self,
@@ -164,6 +176,7 @@ impl TlsError {
                 | TlsError::CertificateRejected { .. }
                 | TlsError::HostnameMismatch { .. }
                 | TlsError::UnknownIssuer { .. }
+                | TlsError::PeerCertificateMissing { .. }
         )
     }
 
@@ -207,7 +220,24 @@ const ALERT_PREFIXES: &[&str] = &["tlsv13 alert ", "tlsv1 alert ", "sslv3 alert 
 /// not expose OpenSSL's error codes. Unrecognised text falls back to [`TlsError::Handshake`] or
 /// [`TlsError::Protocol`] according to `phase`, keeping the text as `detail`.
 pub(crate) fn classify(error: &(dyn StdError + 'static), phase: Phase) -> TlsError {
-    let detail = chain_text(error);
+    classify_text(chain_text(error), phase)
+}
+
+/// A server's handshake failure: OpenSSL's error, and the X.509 verify result of the
+/// client's certificate, which a server's error text does not carry as a client's does.
+pub(crate) fn classify_server_handshake(
+    error: &(dyn StdError + 'static),
+    verify: X509VerifyResult,
+) -> TlsError {
+    let mut detail = chain_text(error);
+    if verify != X509VerifyResult::OK {
+        detail = format!("{detail} ({})", verify.error_string());
+    }
+    classify_text(detail, Phase::Handshake)
+}
+
+/// [`classify`] on the text of the failure.
+fn classify_text(detail: String, phase: Phase) -> TlsError {
     let text = detail.to_lowercase();
 
     if let Some(alert) = find_alert(&text) {
@@ -228,6 +258,9 @@ pub(crate) fn classify(error: &(dyn StdError + 'static), phase: Phase) -> TlsErr
     }
     if text.contains("certificate verify failed") {
         return TlsError::CertificateRejected { detail };
+    }
+    if text.contains("peer did not return a certificate") {
+        return TlsError::PeerCertificateMissing { detail };
     }
     if text.contains("unexpected eof") {
         return TlsError::Truncated;

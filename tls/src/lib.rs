@@ -12,8 +12,10 @@
 //!   see [`TlsServerConfig`]). Both speak TLS 1.3 and 1.2, never 1.0 or 1.1 (RFC 8996), also
 //!   where OpenSSL's configuration would allow them; see the two configs for a configuration
 //!   that asks for TLS 1.3 only.
-//! - **No client certificates on the server side**, no session resumption control, no
-//!   certificate parsing (the peer's leaf is handed over as DER).
+//! - **No session resumption control, no certificate parsing** (the peer's leaf is handed
+//!   over as DER). Client certificates work both ways: a client presents one with
+//!   [`TlsClientConfigBuilder::with_client_identity`], a server asks for or requires them
+//!   with [`TlsServerConfigBuilder::with_client_auth`].
 //!
 //! # Data flow
 //!
@@ -95,7 +97,7 @@ mod stream;
 mod transport;
 
 pub use config::{
-    TlsClientConfig, TlsClientConfigBuilder, TlsIdentity, TlsLimits, TlsServerConfig,
+    ClientAuth, TlsClientConfig, TlsClientConfigBuilder, TlsIdentity, TlsLimits, TlsServerConfig,
     TlsServerConfigBuilder, TlsVersion,
 };
 pub use element::TlsElement;

@@ -66,8 +66,8 @@ pub struct HandshakeInfo {
 
 impl HandshakeInfo {
     /// The peer's leaf certificate in DER form (parse it with any X.509 crate for its subject,
-    /// key or extensions). A client always gets one; a server gets none, since it does not ask
-    /// for client certificates.
+    /// key or extensions). A client always gets one; a server gets the client's where it asked
+    /// for one ([`ClientAuth`](crate::ClientAuth)) and the client sent it.
     pub fn peer_certificate_der(&self) -> Option<&[u8]> {
         self.peer_certificate.as_deref()
     }

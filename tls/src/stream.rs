@@ -8,7 +8,7 @@ use std::io::{self, Read, Write};
 
 use openssl::ssl::{self, ErrorCode};
 
-use crate::error::{classify, Phase, TlsError};
+use crate::error::{classify, classify_server_handshake, Phase, TlsError};
 use crate::transport::MemoryTransport;
 
 /// A stream in the middle of its handshake.
@@ -63,9 +63,10 @@ impl Step {
         match step {
             Ok(stream) => Step::Done(Stream::Server(stream)),
             Err(ssl::HandshakeError::WouldBlock(mid)) => Step::Again(Mid::Server(mid)),
-            Err(ssl::HandshakeError::Failure(mid)) => {
-                Step::Failed(classify(mid.error(), Phase::Handshake))
-            }
+            Err(ssl::HandshakeError::Failure(mid)) => Step::Failed(classify_server_handshake(
+                mid.error(),
+                mid.ssl().verify_result(),
+            )),
             Err(ssl::HandshakeError::SetupFailure(error)) => {
                 Step::Failed(classify(&error, Phase::Handshake))
             }
@@ -122,25 +123,23 @@ impl Stream {
         }
     }
 
-    /// The peer's leaf certificate, DER-encoded. A server asks for none.
+    /// The peer's leaf certificate, DER-encoded: always a server's; a client's only where the
+    /// server asked for one and the client sent it.
     pub(crate) fn peer_certificate_der(&self) -> Option<Vec<u8>> {
-        let Stream::Client(stream) = self else {
-            return None;
-        };
-        match stream.peer_certificate() {
-            Ok(Some(certificate)) => match certificate.to_der() {
-                Ok(der) => Some(der),
-                Err(error) => {
-                    tracing::debug!(%error, "cannot encode the peer certificate");
-                    None
-                }
+        let der = match self {
+            Stream::Client(stream) => match stream.peer_certificate() {
+                Ok(Some(certificate)) => certificate.to_der().map_err(|e| e.to_string()),
+                Ok(None) => return None,
+                Err(error) => Err(error.to_string()),
             },
-            Ok(None) => None,
-            Err(error) => {
-                tracing::debug!(%error, "cannot get the peer certificate");
-                None
-            }
-        }
+            Stream::Server(stream) => stream
+                .ssl()
+                .peer_certificate()?
+                .to_der()
+                .map_err(|e| e.to_string()),
+        };
+        der.map_err(|error| tracing::debug!(%error, "cannot get the peer certificate"))
+            .ok()
     }
 
     /// The ALPN protocol agreed on.

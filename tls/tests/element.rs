@@ -20,7 +20,7 @@ use weir_io::{
 use weir_reactor::{Direction, Reactor, ReactorThread};
 use weir_sock::{AgentConfig, ConnectOptions, Descriptors, ListenOptions, StreamAgent, StreamIo};
 use weir_tls::net::{self, TlsConnection, TlsListener};
-use weir_tls::{TlsClientConfig, TlsElement, TlsError, TlsLimits, TlsServerConfig};
+use weir_tls::{ClientAuth, TlsClientConfig, TlsElement, TlsError, TlsLimits, TlsServerConfig};
 
 use common::{client_trusting_ca, pki};
 
@@ -432,6 +432,50 @@ fn authorize_veto_aborts_both_directions() {
             "the app's writer was not aborted"
         );
         std::thread::yield_now();
+    }
+}
+
+/// A server that requires client certificates names the client in `Authorize` (its
+/// certificate's subject and the certificate itself), and its application can still refuse
+/// that client.
+#[test]
+fn a_server_authorizes_by_the_client_certificate() {
+    let rig = Rig::new();
+    let client_config = client_trusting_ca()
+        .with_client_identity(pki().client.identity())
+        .build()
+        .unwrap();
+    let server_config = TlsServerConfig::builder(pki().localhost.identity())
+        .with_client_auth(ClientAuth::Required)
+        .with_client_roots_pem(&pki().ca.cert_pem)
+        .build()
+        .unwrap();
+    let client_der = openssl::x509::X509::from_pem(&pki().client.cert_pem)
+        .unwrap()
+        .to_der()
+        .unwrap();
+    for deny in [false, true] {
+        let client = TlsElement::client(&rig.reactor, &client_config, "localhost").unwrap();
+        let server = TlsElement::server(&rig.reactor, &server_config).unwrap();
+        let server_app = Client::attach(&rig.reactor, &server.plain_io(), deny);
+        let client_app = Client::attach(&rig.reactor, &client.plain_io(), false);
+        client.cipher_io().attach(&server.cipher_io()).unwrap();
+        client_app.writer.write(&b"who am I"[..]).unwrap();
+        client_app.writer.end_write(Ending::Completed);
+        if deny {
+            assert_eq!(server_app.ending(), Ending::Lost);
+            assert!(matches!(*server.error().unwrap(), TlsError::Unauthorized));
+            assert_eq!(client_app.ending(), Ending::Lost);
+            assert!(server_app.seen.lock().data.is_empty());
+        } else {
+            assert_eq!(server_app.wait_for(8), b"who am I");
+        }
+        let credentials = server_app
+            .authorize_credentials()
+            .expect("Authorize was sent");
+        assert_eq!(credentials.protocol, "TLS");
+        assert_eq!(credentials.identity.as_deref(), Some("CN=weir test client"));
+        assert_eq!(credentials.certificates, vec![client_der.clone()]);
     }
 }
 

@@ -70,6 +70,23 @@ pub struct Pki {
     pub expired: CertKey,
     /// A self-signed certificate for "localhost".
     pub self_signed: CertKey,
+    /// A client certificate ("weir test client", `clientAuth`), signed by `ca`, valid now.
+    pub client: CertKey,
+    /// Like `client` but expired yesterday.
+    pub client_expired: CertKey,
+    /// A self-signed client certificate.
+    pub client_self_signed: CertKey,
+}
+
+/// What [`make_cert`] makes.
+#[derive(Clone, Copy)]
+enum Kind<'a> {
+    /// A CA.
+    Ca,
+    /// A server leaf for this DNS name.
+    Server(&'a str),
+    /// A client leaf.
+    Client,
 }
 
 /// The certificates, made once per test binary.
@@ -81,10 +98,10 @@ pub fn pki() -> &'static Pki {
             .unwrap()
             .as_secs() as i64;
         let day = 86_400;
-        let ca = make_cert("weir test CA", None, None, now - day, now + 30 * day, 1);
+        let ca = make_cert("weir test CA", Kind::Ca, None, now - day, now + 30 * day, 1);
         let localhost = make_cert(
             "localhost",
-            Some("localhost"),
+            Kind::Server("localhost"),
             Some(&ca),
             now - day,
             now + 30 * day,
@@ -92,7 +109,7 @@ pub fn pki() -> &'static Pki {
         );
         let expired = make_cert(
             "localhost",
-            Some("localhost"),
+            Kind::Server("localhost"),
             Some(&ca),
             now - 30 * day,
             now - day,
@@ -100,26 +117,47 @@ pub fn pki() -> &'static Pki {
         );
         let self_signed = make_cert(
             "localhost",
-            Some("localhost"),
+            Kind::Server("localhost"),
             None,
             now - day,
             now + 30 * day,
             4,
         );
+        let client_cn = "weir test client";
+        let client = make_cert(
+            client_cn,
+            Kind::Client,
+            Some(&ca),
+            now - day,
+            now + 30 * day,
+            5,
+        );
+        let client_expired = make_cert(
+            client_cn,
+            Kind::Client,
+            Some(&ca),
+            now - 30 * day,
+            now - day,
+            6,
+        );
+        let client_self_signed =
+            make_cert(client_cn, Kind::Client, None, now - day, now + 30 * day, 7);
         Pki {
             ca,
             localhost,
             expired,
             self_signed,
+            client,
+            client_expired,
+            client_self_signed,
         }
     })
 }
 
-/// Makes a P-256 certificate. With `san`, a server leaf; without, a CA. Signed by `issuer`, or
-/// self-signed.
+/// Makes a P-256 certificate of `kind`, signed by `issuer`, or self-signed.
 fn make_cert(
     cn: &str,
-    san: Option<&str>,
+    kind: Kind<'_>,
     issuer: Option<&CertKey>,
     not_before: i64,
     not_after: i64,
@@ -148,7 +186,7 @@ fn make_cert(
         .set_not_after(&Asn1Time::from_unix(not_after).unwrap())
         .unwrap();
 
-    if san.is_none() {
+    if let Kind::Ca = kind {
         builder
             .append_extension(BasicConstraints::new().critical().ca().build().unwrap())
             .unwrap();
@@ -175,9 +213,12 @@ fn make_cert(
                     .unwrap(),
             )
             .unwrap();
-        builder
-            .append_extension(ExtendedKeyUsage::new().server_auth().build().unwrap())
-            .unwrap();
+        let mut usage = ExtendedKeyUsage::new();
+        match kind {
+            Kind::Client => usage.client_auth(),
+            _ => usage.server_auth(),
+        };
+        builder.append_extension(usage.build().unwrap()).unwrap();
     }
     let ski = SubjectKeyIdentifier::new()
         .build(&builder.x509v3_context(issuer.map(|i| i.cert.as_ref()), None))
@@ -190,7 +231,7 @@ fn make_cert(
             .unwrap();
         builder.append_extension(aki).unwrap();
     }
-    if let Some(san) = san {
+    if let Kind::Server(san) = kind {
         let ext = SubjectAlternativeName::new()
             .dns(san)
             .build(&builder.x509v3_context(issuer.map(|i| i.cert.as_ref()), None))
@@ -415,13 +456,14 @@ impl ChildGuard {
     }
 }
 
-/// Reads `stdout` line by line on a thread, to the end; [`wait_for`] consumes the lines.
-/// The child never blocks on a full pipe, whether or not anyone reads the lines.
-pub fn lines(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+/// Reads `output` (a child's standard output or error) line by line on a thread, to the end;
+/// [`wait_for`] consumes the lines. The child never blocks on a full pipe, whether or not
+/// anyone reads the lines.
+pub fn lines(output: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
     use std::io::BufRead;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut reader = std::io::BufReader::new(stdout);
+        let mut reader = std::io::BufReader::new(output);
         let mut line = String::new();
         while reader.read_line(&mut line).unwrap_or(0) > 0 {
             // A receiver that is gone only means nobody wants the rest: keep draining.
