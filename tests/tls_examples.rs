@@ -42,30 +42,27 @@ fn example(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// Writes `bytes` to the file `name` in `dir`; returns its path.
+fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
 /// Writes the test certificates into `dir`: (ca.pem, localhost.pem, localhost-key.pem).
 fn write_certificates(dir: &Path) -> (String, String, String) {
-    let write = |name: &str, bytes: &[u8]| {
-        let path = dir.join(name);
-        std::fs::write(&path, bytes).unwrap();
-        path.to_str().unwrap().to_string()
-    };
     (
-        write("ca.pem", &pki().ca.cert_pem),
-        write("localhost.pem", &pki().localhost.cert_pem),
-        write("localhost-key.pem", &pki().localhost.key_pem),
+        write_file(dir, "ca.pem", &pki().ca.cert_pem),
+        write_file(dir, "localhost.pem", &pki().localhost.cert_pem),
+        write_file(dir, "localhost-key.pem", &pki().localhost.key_pem),
     )
 }
 
 /// Writes the test client certificate and its key into `dir`: (client.pem, client-key.pem).
 fn write_client_certificate(dir: &Path) -> (String, String) {
-    let write = |name: &str, bytes: &[u8]| {
-        let path = dir.join(name);
-        std::fs::write(&path, bytes).unwrap();
-        path.to_str().unwrap().to_string()
-    };
     (
-        write("client.pem", &pki().client.cert_pem),
-        write("client-key.pem", &pki().client.key_pem),
+        write_file(dir, "client.pem", &pki().client.cert_pem),
+        write_file(dir, "client-key.pem", &pki().client.key_pem),
     )
 }
 
@@ -284,15 +281,14 @@ fn echo_server_example_refuses_tls11() {
 fn echo_server_example_keeps_a_configured_tls13_minimum() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = write_certificates(dir.path());
-    let config = dir.path().join("tls13-only.cnf");
-    std::fs::write(
-        &config,
-        "openssl_conf = init\n[init]\nssl_conf = ssl\n[ssl]\nsystem_default = tls\n\
-         [tls]\nMinProtocol = TLSv1.3\n",
-    )
-    .unwrap();
-    let config = config.to_str().unwrap();
-    let (_server, address) = start_echo_server_with(&cert, &key, &[], &[("OPENSSL_CONF", config)]);
+    let config = write_file(
+        dir.path(),
+        "tls13-only.cnf",
+        b"openssl_conf = init\n[init]\nssl_conf = ssl\n[ssl]\nsystem_default = tls\n\
+          [tls]\nMinProtocol = TLSv1.3\n",
+    );
+    let env = [("OPENSSL_CONF", config.as_str())];
+    let (_server, address) = start_echo_server_with(&cert, &key, &[], &env);
     let s_client = |version: &str| {
         Command::new("openssl")
             .args(["s_client", "-connect", &address, version, "-brief"])
