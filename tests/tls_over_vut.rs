@@ -23,9 +23,9 @@ use weir_vudp::{CloseInfo, Config, VudpTransport};
 const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Produces `data`, in pieces of at most what the credit allows, then ends.
-struct Send(Bytes);
+struct Upload(Bytes);
 
-impl SourceHooks for Send {
+impl SourceHooks for Upload {
     fn produce(&mut self, max: usize) -> Produce {
         if self.0.is_empty() {
             return Produce::End(Ending::Completed);
@@ -177,7 +177,7 @@ fn echo_over_vut(len: usize, loss: f64) -> u64 {
             done,
         },
     );
-    let source = ByteSource::new(&client.reactor, Send(Bytes::from(sent.clone())));
+    let source = ByteSource::new(&client.reactor, Upload(Bytes::from(sent.clone())));
     client
         .tls
         .plain_io()

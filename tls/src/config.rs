@@ -648,23 +648,19 @@ fn ask_for_client_certificates(
     client_auth: ClientAuth,
     pems: &[Vec<u8>],
 ) -> Result<(), TlsError> {
-    let error = |source| TlsError::config("client certificate roots (PEM)", source);
+    const WHAT: &str = "client certificate roots (PEM)";
+    let error = |source| TlsError::config(WHAT, source);
     let mut roots = Vec::new();
     for pem in pems {
         let certificates = X509::stack_from_pem(pem).map_err(error)?;
         if certificates.is_empty() {
-            return Err(TlsError::config(
-                "client certificate roots (PEM)",
-                "no certificate in the PEM",
-            ));
+            return Err(TlsError::config(WHAT, "no certificate in the PEM"));
         }
         roots.extend(certificates);
     }
     if roots.is_empty() {
-        return Err(TlsError::config(
-            "client certificate roots (PEM)",
-            "clients are asked for certificates, and no roots were given",
-        ));
+        let why = "clients are asked for certificates, and no roots were given";
+        return Err(TlsError::config(WHAT, why));
     }
     for root in roots {
         builder.add_client_ca(&root).map_err(error)?;

@@ -63,11 +63,12 @@ type EventCallback = Box<dyn FnMut(&TlsEvent) + Send>;
 /// When the handshake is done the element sends [`IoControl::Authorize`] down the plaintext
 /// side, with protocol `"TLS"`, the peer certificate's subject as identity and its leaf
 /// certificate (DER); a server has them from clients it asks for certificates
-/// ([`ClientAuth`](crate::ClientAuth)), and otherwise sends no identity and no certificate. [`ControlReply::Denied`] aborts all four links and records
-/// [`TlsError::Unauthorized`]. No plaintext flows in either direction before that answer. With
-/// no consumer attached to [`plain_io`](Self::plain_io)'s producer when the handshake ends (a
-/// write-only application), nobody objects and data flows; a consumer attached later is
-/// asked then and may still veto.
+/// ([`ClientAuth`](crate::ClientAuth)), and otherwise sends no identity and no certificate.
+/// [`ControlReply::Denied`] aborts all four links and records [`TlsError::Unauthorized`]. No
+/// plaintext flows in either direction before that answer. With no consumer attached to
+/// [`plain_io`](Self::plain_io)'s producer when the handshake ends (a write-only
+/// application), nobody objects and data flows; a consumer attached later is asked then and
+/// may still veto.
 ///
 /// # Ends
 ///
