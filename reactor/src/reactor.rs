@@ -26,6 +26,12 @@ const RUNNING: u8 = 1;
 /// The loop has returned; it cannot run again.
 const FINISHED: u8 = 2;
 
+/// Rounds of calls one loop turn runs: calls queued by the calls of one round run in the
+/// next, up to this many, before the loop looks for I/O again. A chain of deferred steps (a
+/// delivery that queues a write, whose end queues a credit grant) then finishes in one turn
+/// instead of costing a poll per step, and a call that queues itself still cannot starve I/O.
+const CALL_ROUNDS: usize = 8;
+
 thread_local! {
     /// Address of the `Shared` whose loop runs on this thread, or 0.
     static CURRENT: Cell<usize> = const { Cell::new(0) };
@@ -160,6 +166,9 @@ struct Registry {
     /// Indices of entries served without the poller (hung up or unpollable): they are ready
     /// on every loop turn while their interest is set.
     always_ready: Vec<usize>,
+    /// Registrations whose interest changed on the reactor thread since the loop last told
+    /// the poller (see [`Reactor::set_interest`]).
+    changed: Vec<Token>,
 }
 
 /// One registered descriptor.
@@ -170,6 +179,10 @@ struct Entry {
     generation: u32,
     /// What the handle asks for.
     interest: Interest,
+    /// What the poller was last told to watch for.
+    polled_interest: Interest,
+    /// Whether the entry is in [`Registry::changed`].
+    changed: bool,
     /// Whether the poller watches the descriptor (false once hung up, or for regular files).
     polled: bool,
     /// The handle to call.
@@ -252,10 +265,11 @@ impl Reactor {
 
     /// Queues `f` to run on the reactor thread, after everything queued before it.
     ///
-    /// Always deferred, also when called on the reactor thread: a call queued while the loop
-    /// runs calls starts in the next loop turn, after the loop has looked for I/O again, so a
-    /// call that queues itself cannot starve I/O. After the loop has finished, `f` is dropped
-    /// without running.
+    /// Always deferred, also when called on the reactor thread: `f` runs after the callback
+    /// or call that queued it has returned. A loop turn runs the calls queued before it, then
+    /// those they queue, a few rounds deep, before it looks for I/O again, so a call that
+    /// queues itself cannot starve I/O. After the loop has finished, `f` is dropped without
+    /// running.
     #[doc(alias = "call_when_running")]
     pub fn call(&self, f: impl FnOnce() + Send + 'static) {
         if self.is_finished() {
@@ -344,6 +358,8 @@ impl Reactor {
             fd: fd.as_raw_fd(),
             generation,
             interest,
+            polled_interest: interest,
+            changed: false,
             polled,
             handle,
         });
@@ -359,10 +375,17 @@ impl Reactor {
 
     /// Changes what a registration asks for.
     ///
+    /// From another thread the poller is told at once. On the reactor thread the loop tells it
+    /// before it next waits for readiness, so that the changes of one turn cost one system
+    /// call at most, and none when the registration goes in the same turn (the handle is
+    /// never called for an interest it has dropped: the loop checks each report against the
+    /// current interest). If the poller then refuses, the registration is closed with
+    /// [`CloseReason::Error`].
+    ///
     /// # Errors
     ///
     /// [`ReactorError::NotRegistered`] for a token that was deregistered, [`ReactorError::Io`]
-    /// if the poller failed.
+    /// if the poller failed (from another thread).
     #[doc(alias = "start_reading")]
     #[doc(alias = "stop_reading")]
     #[doc(alias = "start_writing")]
@@ -374,12 +397,18 @@ impl Reactor {
             return Ok(());
         }
         entry.interest = interest;
-        if entry.polled {
+        if entry.polled && self.is_reactor_thread() {
+            if !entry.changed {
+                entry.changed = true;
+                registry.changed.push(token);
+            }
+        } else if entry.polled {
             // SAFETY: the entry is registered, so its handle has not closed the descriptor.
             let fd = unsafe { BorrowedFd::borrow_raw(entry.fd) };
             self.shared
                 .poller
                 .modify(fd, token.key(), interest.read, interest.write)?;
+            entry.polled_interest = interest;
         } else if !interest.is_none() && !self.is_reactor_thread() {
             drop(registry);
             self.wake();
@@ -552,6 +581,7 @@ impl Loop {
     /// Turns until a stop is requested.
     fn run(mut self) -> Result<(), ReactorError> {
         while !self.shared.stop_requested.load(Ordering::Acquire) {
+            self.tell_poller_changes();
             let timeout = self.timeout();
             self.ready.clear();
             if let Err(err) = self
@@ -573,6 +603,44 @@ impl Loop {
             self.run_calls();
         }
         Ok(())
+    }
+
+    /// Tells the poller the interest changes made on this thread since the last wait;
+    /// closes a registration the poller refuses.
+    fn tell_poller_changes(&mut self) {
+        let mut refused = Vec::new();
+        {
+            let mut registry = self.shared.registry.lock();
+            let mut changed = std::mem::take(&mut registry.changed);
+            for token in changed.drain(..) {
+                let Some(entry) = registry.lookup(token) else {
+                    continue;
+                };
+                entry.changed = false;
+                let interest = entry.interest;
+                if !entry.polled || interest == entry.polled_interest {
+                    continue;
+                }
+                // SAFETY: the entry is registered, so its handle has not closed the descriptor.
+                let fd = unsafe { BorrowedFd::borrow_raw(entry.fd) };
+                match self
+                    .shared
+                    .poller
+                    .modify(fd, token.key(), interest.read, interest.write)
+                {
+                    Ok(()) => entry.polled_interest = interest,
+                    Err(err) => {
+                        tracing::warn!(%err, fd = entry.fd, "poller refused an interest change");
+                        refused.push(token);
+                    }
+                }
+            }
+            // Keep the allocation for the next turn.
+            registry.changed = changed;
+        }
+        for token in refused {
+            self.close_entry(token, CloseReason::Error);
+        }
     }
 
     /// How long the next wait may block.
@@ -723,14 +791,21 @@ impl Loop {
         }
     }
 
-    /// Runs the calls queued before this turn; calls they queue wait for the next turn.
+    /// Runs the calls queued before this turn, then the calls they queue, for at most
+    /// [`CALL_ROUNDS`] rounds; what is queued after that waits for the next turn.
     fn run_calls(&mut self) {
-        std::mem::swap(&mut self.calls, &mut *self.shared.calls.lock());
-        while let Some(call) = self.calls.pop_front() {
-            guarded("a call", call);
-            if self.shared.stop_requested.load(Ordering::Acquire) {
-                // Stop takes effect after the current batch; later calls are dropped.
-                self.calls.clear();
+        for _ in 0..CALL_ROUNDS {
+            std::mem::swap(&mut self.calls, &mut *self.shared.calls.lock());
+            if self.calls.is_empty() {
+                return;
+            }
+            while let Some(call) = self.calls.pop_front() {
+                guarded("a call", call);
+                if self.shared.stop_requested.load(Ordering::Acquire) {
+                    // Stop takes effect after the current call; later calls are dropped.
+                    self.calls.clear();
+                    return;
+                }
             }
         }
     }

@@ -231,6 +231,126 @@ fn panics_in_calls_and_handles_are_isolated() {
 }
 
 #[test]
+fn calls_queued_by_calls_run_before_the_loop_polls_again() {
+    let (reactor, thread) = started();
+    let (a, mut b) = UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    let handle = Recorder::with_stream(a);
+    reactor
+        .register(handle.fd(), Interest::READ, handle.clone())
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let (r, h) = (reactor.clone(), handle.clone());
+    reactor.call(move || {
+        // Readable from here on; a poll between this call and the next would dispatch it.
+        b.write_all(b"x").unwrap();
+        r.call(move || tx.send((h.reads.load(Ordering::SeqCst), b)).unwrap());
+    });
+    let (reads, _b) = rx.recv_timeout(PATIENCE).unwrap();
+    assert_eq!(reads, 0, "the queued call ran after a poll");
+    handle.wait_data(1);
+    reactor.stop();
+    thread.join().unwrap();
+}
+
+#[test]
+fn an_interest_set_on_the_reactor_thread_reaches_the_poller_before_it_waits() {
+    let (reactor, thread) = started();
+    let (a, mut b) = UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    let handle = Recorder::with_stream(a);
+    let token = reactor
+        .register(handle.fd(), Interest::NONE, handle.clone())
+        .unwrap();
+    b.write_all(b"ping").unwrap();
+    // The loop then blocks in its wait: only the poller can wake it for the data.
+    let r = reactor.clone();
+    on_reactor(&reactor, move || r.set_interest(token, Interest::READ)).unwrap();
+    handle.wait_data(4);
+    // And dropped again on the reactor thread: the next bytes are not read.
+    let r = reactor.clone();
+    on_reactor(&reactor, move || r.set_interest(token, Interest::NONE)).unwrap();
+    let reads = handle.reads.load(Ordering::SeqCst);
+    b.write_all(b"pong").unwrap();
+    on_reactor(&reactor, || ());
+    on_reactor(&reactor, || ());
+    assert_eq!(handle.reads.load(Ordering::SeqCst), reads);
+    assert_eq!(&*handle.data.lock(), b"ping");
+    reactor.stop();
+    thread.join().unwrap();
+}
+
+#[test]
+fn a_handle_is_not_called_for_an_interest_dropped_in_the_same_turn() {
+    let (reactor, thread) = started();
+    let (a1, mut b1) = UnixStream::pair().unwrap();
+    let (a2, mut b2) = UnixStream::pair().unwrap();
+    a1.set_nonblocking(true).unwrap();
+    a2.set_nonblocking(true).unwrap();
+    let second = Recorder::with_stream(a2);
+    let second_token = reactor
+        .register(second.fd(), Interest::READ, second.clone())
+        .unwrap();
+    /// Reads like a `Recorder`, then drops the other registration's read interest.
+    struct DropsTheOther(Arc<Recorder>, Reactor, weir_reactor::Token);
+    impl ByteHandle for DropsTheOther {
+        fn on_readable(&self) {
+            self.0.on_readable();
+            self.1.set_interest(self.2, Interest::NONE).unwrap();
+        }
+        fn on_close(&self, direction: Direction, reason: CloseReason) {
+            self.0.on_close(direction, reason);
+        }
+    }
+    let first = Recorder::with_stream(a1);
+    let dropper = Arc::new(DropsTheOther(first.clone(), reactor.clone(), second_token));
+    // Both become readable while the loop is held in a call, so one wait reports both.
+    let (go, wait) = mpsc::channel::<()>();
+    reactor.call(move || wait.recv().unwrap());
+    reactor
+        .register(first.fd(), Interest::READ, dropper)
+        .unwrap();
+    b1.write_all(b"1").unwrap();
+    b2.write_all(b"2").unwrap();
+    go.send(()).unwrap();
+    first.wait_data(1);
+    on_reactor(&reactor, || ());
+    // The dropper may have run first or second in that turn: either the second handle read
+    // before its interest went, or it is never called.
+    let reads = second.reads.load(Ordering::SeqCst);
+    assert!(reads <= 1);
+    assert_eq!(second.data.lock().len(), reads);
+    on_reactor(&reactor, || ());
+    assert_eq!(second.reads.load(Ordering::SeqCst), reads);
+    reactor.stop();
+    thread.join().unwrap();
+}
+
+#[test]
+fn an_interest_change_the_poller_refuses_closes_the_registration_with_an_error() {
+    let (reactor, thread) = started();
+    let (a, _b) = UnixStream::pair().unwrap();
+    let duplicate = a.try_clone().unwrap();
+    let handle = Recorder::new();
+    let token = reactor
+        .register(duplicate.as_fd(), Interest::NONE, handle.clone())
+        .unwrap();
+    // Against the contract, the descriptor is closed while registered (the socket stays
+    // open through `a`, so the poller keeps watching it): the poller refuses the change.
+    drop(duplicate);
+    let r = reactor.clone();
+    on_reactor(&reactor, move || r.set_interest(token, Interest::READ)).unwrap();
+    handle.wait_closes(1);
+    assert_eq!(
+        handle.closes.lock()[0],
+        (Direction::Both, CloseReason::Error)
+    );
+    assert_eq!(reactor.registered(), 0);
+    reactor.stop();
+    thread.join().unwrap();
+}
+
+#[test]
 fn a_self_rescheduling_call_does_not_starve_io() {
     let (reactor, thread) = started();
     fn again(reactor: Reactor, spins: Arc<AtomicUsize>) {
