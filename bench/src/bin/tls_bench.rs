@@ -12,10 +12,12 @@
 //!   process, pinned to CPU 0 (weir's reactor thread; tokio's current-thread runtime), and
 //!   stay up: bulk rounds (one echo of `TLS_BENCH_BULK_MIB` MiB each,
 //!   `TLS_BENCH_BULK_ROUNDS` of them) and handshake rounds (`TLS_BENCH_HANDSHAKES`
-//!   sequential connections that each echo one byte, `TLS_BENCH_ROUNDS` of them). The same
-//!   connections over plain TCP (the same clients and echo servers without TLS) are the
-//!   reference: the difference of the two is what TLS adds to a connection (from the
-//!   medians; the last row's ratio is tokio's over weir's, so above 1.0 weir's TLS costs less).
+//!   sequential connections that each echo one byte, `TLS_BENCH_ROUNDS` of them; with each
+//!   side's CPU time per handshake, weir's reactor thread against tokio's main thread, which
+//!   tells work from waiting). The same connections over plain TCP (the same clients and echo
+//!   servers without TLS) are the reference: the difference of the two is what TLS adds to a
+//!   connection (from the medians; the last row's ratio is tokio's over weir's, so above 1.0
+//!   weir's TLS costs less).
 //!   Then bulk and handshakes again at TLS 1.3: weir with its defaults against tokio +
 //!   tokio-openssl (client and server).
 //!   `TLS_BENCH_ONLY=weir` (or `tokio`) runs one side, for profiling.
@@ -733,9 +735,9 @@ fn own_cpu(pick: impl Fn(&str, u32) -> bool) -> Duration {
     Duration::from_nanos(nanos)
 }
 
-/// One side's clients alone: `count` handshakes with `run`, timed, and the CPU time of the
-/// threads `pick` chooses; handshakes/s and CPU microseconds per handshake.
-fn clients(
+/// `count` handshakes with `run`, timed, and the CPU time of the threads `pick` chooses:
+/// handshakes/s and CPU microseconds per handshake.
+fn timed_cpu(
     count: usize,
     run: impl FnOnce() -> f64,
     pick: impl Fn(&str, u32) -> bool,
@@ -762,11 +764,11 @@ fn client_rounds(
         rounds,
         Some(|| {
             let run = || weir.handshakes_with(&target, count);
-            clients(count, run, |name, _| name == "weir-reactor")
+            timed_cpu(count, run, |name, _| name == "weir-reactor")
         }),
         Some(|| {
             let run = || tokio.handshakes_with(server.address, count);
-            clients(count, run, |_, tid| tid == main_thread)
+            timed_cpu(count, run, |_, tid| tid == main_thread)
         }),
     );
     let runs = [w, t];
@@ -776,7 +778,7 @@ fn client_rounds(
              process on CPU 0; {rounds} alternating rounds of {count} sequential handshakes"
         ),
         "client",
-        &runs,
+        runs,
     );
     Ok(())
 }
@@ -800,35 +802,33 @@ fn server_rounds(
             sides[0], sides[1]
         ),
         "server",
-        &runs,
+        runs,
     );
     Ok(())
 }
 
+/// From paired runs of (handshakes/s, CPU µs per handshake) of weir (`runs[0]`) and tokio
+/// (`runs[1]`): the rows of the rates (ratio weir/tokio) and of the CPU (ratio tokio/weir, so
+/// that above 1.0 is weir's lead in both).
+fn rate_and_cpu(runs: [Vec<(f64, f64)>; 2]) -> ((f64, f64, f64), (f64, f64, f64)) {
+    let [(w_rate, w_cpu), (t_rate, t_cpu)]: [(Vec<f64>, Vec<f64>); 2] =
+        runs.map(|side| side.into_iter().unzip());
+    let cpu_ratio = paired_ratio(&t_cpu, &w_cpu);
+    (
+        summary((w_rate, t_rate)),
+        (median(w_cpu), median(t_cpu), cpu_ratio),
+    )
+}
+
 /// Prints the table of paired runs of (handshakes/s, CPU µs per handshake) of weir (`runs[0]`)
 /// and tokio (`runs[1]`); `whose` says whose CPU it is.
-fn print_runs(title: &str, whose: &str, runs: &[Vec<(f64, f64)>; 2]) {
-    let rate = |i: usize| runs[i].iter().map(|r| r.0).collect::<Vec<_>>();
-    let cpu = |i: usize| runs[i].iter().map(|r| r.1).collect::<Vec<_>>();
+fn print_runs(title: &str, whose: &str, runs: [Vec<(f64, f64)>; 2]) {
+    let (rate, cpu) = rate_and_cpu(runs);
     print_table(
         title,
         &[
-            (
-                "handshakes/s (weir/tokio)".into(),
-                (
-                    median(rate(0)),
-                    median(rate(1)),
-                    paired_ratio(&rate(0), &rate(1)),
-                ),
-            ),
-            (
-                format!("{whose} CPU us/handshake (tokio/weir)"),
-                (
-                    median(cpu(0)),
-                    median(cpu(1)),
-                    paired_ratio(&cpu(1), &cpu(0)),
-                ),
-            ),
+            ("handshakes/s (weir/tokio)".into(), rate),
+            (format!("{whose} CPU us/handshake (tokio/weir)"), cpu),
         ],
     );
 }
@@ -870,9 +870,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bulk = both(bulk_rounds, &|s| s.bulk(bulk_bytes), &|s| {
         s.bulk(bulk_bytes)
     });
-    let rate = both(handshake_rounds, &|s| s.handshakes(handshakes), &|s| {
-        s.handshakes(handshakes)
-    });
+    // Handshake rounds that also take each side's CPU time (weir's reactor thread, tokio's
+    // runtime on the main thread): whether a gap in the rate is work or waiting.
+    let main_thread = std::process::id();
+    let with_cpu = |w: &dyn Fn(&WeirSide) -> f64, t: &dyn Fn(&TokioSide) -> f64| {
+        let (w, t) = alternate(
+            handshake_rounds,
+            weir.as_ref().map(|side| {
+                move || timed_cpu(handshakes, || w(side), |name, _| name == "weir-reactor")
+            }),
+            tokio
+                .as_ref()
+                .map(|side| move || timed_cpu(handshakes, || t(side), |_, tid| tid == main_thread)),
+        );
+        rate_and_cpu([w, t])
+    };
+    let (rate, rate_cpu) = with_cpu(&|s| s.handshakes(handshakes), &|s| s.handshakes(handshakes));
     let plain = both(
         handshake_rounds,
         &|s| s.plain_connections(handshakes),
@@ -881,7 +894,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bulk13 = both(bulk_rounds, &|s| s.bulk13(bulk_bytes), &|s| {
         s.bulk13(bulk_bytes)
     });
-    let rate13 = both(handshake_rounds, &|s| s.handshakes13(handshakes), &|s| {
+    let (rate13, rate13_cpu) = with_cpu(&|s| s.handshakes13(handshakes), &|s| {
         s.handshakes13(handshakes)
     });
     // What TLS adds to a connection: microseconds per connection with it, less without.
@@ -900,6 +913,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 format!("handshakes/s ({handshake_rounds} x {handshakes})"),
                 rate,
             ),
+            ("CPU us/handshake (tokio/weir)".into(), rate_cpu),
             (
                 format!("same over plain TCP, conn/s ({handshake_rounds} x {handshakes})"),
                 plain,
@@ -922,6 +936,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 format!("handshakes/s ({handshake_rounds} x {handshakes})"),
                 rate13,
             ),
+            ("CPU us/handshake (tokio/weir)".into(), rate13_cpu),
         ],
     );
     let server_rounds_wanted = setting("TLS_BENCH_SERVER_ROUNDS", 6);
