@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU8, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use parking_lot::Mutex;
+
 /// A boxed call that runs once on the reactor thread.
 pub(crate) type Call = Box<dyn FnOnce() + Send + 'static>;
 
@@ -18,38 +20,56 @@ const STARTED: u8 = 2;
 ///
 /// Cancelling works from any thread, is idempotent and never panics. A call cancelled before
 /// the reactor starts it never runs; in particular a call cancelled on the reactor thread never
-/// runs. Dropping the handle does **not** cancel the call.
+/// runs. Cancelling drops the call, and what it captured, at once on the cancelling thread: a
+/// long timeout cancelled early holds nothing until its deadline. Dropping the handle does
+/// **not** cancel the call.
 #[doc(alias = "VScheduledCall")]
 #[doc(alias = "IVScheduledCall")]
 #[derive(Clone)]
 pub struct Timer {
-    /// Shared with the heap entry; decides whether cancel or start wins.
-    state: Arc<AtomicU8>,
+    /// Shared with the heap entry.
+    shared: Arc<Scheduled>,
+}
+
+/// What a [`Timer`] and its heap entry share.
+struct Scheduled {
+    /// `PENDING`, `CANCELLED` or `STARTED`: decides whether cancel or start wins.
+    state: AtomicU8,
+    /// The call, until the winner of `state` takes it.
+    call: Mutex<Option<Call>>,
+}
+
+impl Scheduled {
+    /// Moves the state from pending to `to`; on success, returns the call.
+    fn take(&self, to: u8) -> Option<Call> {
+        self.state
+            .compare_exchange(PENDING, to, AtomicOrdering::AcqRel, AtomicOrdering::Acquire)
+            .ok()?;
+        self.call.lock().take()
+    }
+
+    /// Whether the call is still waiting to run.
+    fn is_pending(&self) -> bool {
+        self.state.load(AtomicOrdering::Acquire) == PENDING
+    }
 }
 
 impl Timer {
     /// Cancels the call. Returns `true` if this call stopped it from running, `false` if it had
     /// already started, run or been cancelled.
     pub fn cancel(&self) -> bool {
-        self.state
-            .compare_exchange(
-                PENDING,
-                CANCELLED,
-                AtomicOrdering::AcqRel,
-                AtomicOrdering::Acquire,
-            )
-            .is_ok()
+        self.shared.take(CANCELLED).is_some()
     }
 
     /// Whether the call is still waiting to run.
     pub fn is_pending(&self) -> bool {
-        self.state.load(AtomicOrdering::Acquire) == PENDING
+        self.shared.is_pending()
     }
 }
 
 impl fmt::Debug for Timer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match self.state.load(AtomicOrdering::Acquire) {
+        let state = match self.shared.state.load(AtomicOrdering::Acquire) {
             PENDING => "pending",
             CANCELLED => "cancelled",
             _ => "started",
@@ -64,10 +84,8 @@ struct Entry {
     deadline: Instant,
     /// Insertion number: breaks ties so that equal deadlines run first-in, first-out.
     seq: u64,
-    /// Shared with the [`Timer`] handle.
-    state: Arc<AtomicU8>,
-    /// The call itself.
-    call: Call,
+    /// The call, shared with the [`Timer`] handle.
+    shared: Arc<Scheduled>,
 }
 
 impl PartialEq for Entry {
@@ -107,23 +125,25 @@ impl TimerQueue {
     /// Adds a call; returns its handle and whether it is now the earliest deadline.
     pub(crate) fn push(&mut self, deadline: Instant, call: Call) -> (Timer, bool) {
         self.compact_if_needed();
-        let state = Arc::new(AtomicU8::new(PENDING));
+        let shared = Arc::new(Scheduled {
+            state: AtomicU8::new(PENDING),
+            call: Mutex::new(Some(call)),
+        });
         let seq = self.next_seq;
         self.next_seq += 1;
         let earliest = self.heap.peek().is_none_or(|top| deadline < top.deadline);
         self.heap.push(Entry {
             deadline,
             seq,
-            state: state.clone(),
-            call,
+            shared: shared.clone(),
         });
-        (Timer { state }, earliest)
+        (Timer { shared }, earliest)
     }
 
     /// The earliest deadline of a call that is still pending.
     pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
         while let Some(top) = self.heap.peek() {
-            if top.state.load(AtomicOrdering::Acquire) == PENDING {
+            if top.shared.is_pending() {
                 return Some(top.deadline);
             }
             self.heap.pop();
@@ -139,15 +159,7 @@ impl TimerQueue {
         while self.heap.peek().is_some_and(|top| top.deadline <= now) {
             // The loop condition just saw a top entry.
             let Some(entry) = self.heap.pop() else { break };
-            let started = entry.state.compare_exchange(
-                PENDING,
-                STARTED,
-                AtomicOrdering::AcqRel,
-                AtomicOrdering::Acquire,
-            );
-            if started.is_ok() {
-                out.push(entry.call);
-            }
+            out.extend(entry.shared.take(STARTED));
         }
     }
 
@@ -160,7 +172,7 @@ impl TimerQueue {
     /// Drops every pending call without running it.
     pub(crate) fn clear(&mut self) {
         for entry in self.heap.drain() {
-            entry.state.store(CANCELLED, AtomicOrdering::Release);
+            drop(entry.shared.take(CANCELLED));
         }
     }
 
@@ -170,14 +182,9 @@ impl TimerQueue {
         if len < 1024 || !len.is_power_of_two() {
             return;
         }
-        let live = self
-            .heap
-            .iter()
-            .filter(|e| e.state.load(AtomicOrdering::Acquire) == PENDING)
-            .count();
+        let live = self.heap.iter().filter(|e| e.shared.is_pending()).count();
         if live * 2 < len {
-            self.heap
-                .retain(|e| e.state.load(AtomicOrdering::Acquire) == PENDING);
+            self.heap.retain(|e| e.shared.is_pending());
         }
     }
 }
@@ -201,6 +208,24 @@ mod tests {
         q.pop_due(t, &mut due);
         due.into_iter().for_each(|c| c());
         assert_eq!(*order.lock(), (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn cancel_and_clear_drop_the_call_and_its_captures_at_once() {
+        let mut q = TimerQueue::default();
+        let t = Instant::now() + Duration::from_secs(3600);
+        let captured = Arc::new(());
+        let held = captured.clone();
+        let (timer, _) = q.push(t, Box::new(move || drop(held)));
+        assert_eq!(Arc::strong_count(&captured), 2);
+        assert!(timer.cancel());
+        assert_eq!(Arc::strong_count(&captured), 1, "dropped by the cancel");
+        let held = captured.clone();
+        let (timer, _) = q.push(t, Box::new(move || drop(held)));
+        q.clear();
+        assert_eq!(Arc::strong_count(&captured), 1, "dropped by the clear");
+        assert!(!timer.is_pending());
+        assert!(!timer.cancel());
     }
 
     #[test]
