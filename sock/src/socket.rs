@@ -311,6 +311,14 @@ impl StreamIo for SocketIo {
         self.socket.take_error()
     }
 
+    fn has_unread(&self) -> bool {
+        let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
+        matches!(
+            rustix::net::recv(&self.socket, &mut [0u8][..], flags),
+            Ok((1, _))
+        )
+    }
+
     fn peer(&self) -> Peer {
         if let Some(address) = &self.target {
             return address.to_peer();

@@ -65,6 +65,14 @@ pub trait StreamIo: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Whether bytes wait to be read, without reading them (for a socket, a one-byte
+    /// `MSG_PEEK`). Asked once the descriptor has reported an error: a TCP peer's last bytes
+    /// before its reset are still readable, and the agent delivers them, as its consumer's
+    /// credit allows, before it ends the input `Lost`. The default, `false`, ends it at once.
+    fn has_unread(&self) -> bool {
+        false
+    }
+
     /// The far end, as far as it is known.
     fn peer(&self) -> Peer;
 }
@@ -172,6 +180,9 @@ pub struct CloseInfo {
 ///
 /// - End of file from the peer ends the downstream chain [`Ending::Completed`]; a read error
 ///   ends it [`Ending::Lost`].
+/// - A reset (any error the descriptor reports) closes output at once, aborting the upstream
+///   chain; bytes the peer sent before it still go downstream, as the consumer's credit
+///   allows, before the downstream chain ends [`Ending::Lost`] with the error recorded.
 /// - When the upstream chain ends, the agent writes what it holds, then shuts down writing
 ///   (with half-close allowed) while reading goes on, or closes the whole stream.
 /// - When the downstream consumer aborts, input is shut down; when the upstream producer
@@ -211,6 +222,10 @@ pub(crate) struct AgentInner {
     read_hint: AtomicUsize,
     /// The stream; `None` before connect and after close.
     io: Mutex<Option<Arc<dyn StreamIo>>>,
+    /// The descriptor reported an error (a reset) with bytes still unread: input is read
+    /// without the poller, as credit allows, until nothing is left (see
+    /// [`drain_after_error`](Self::drain_after_error)).
+    draining: AtomicBool,
     /// A `Connected` announcement is queued and not sent yet. Outside the state's lock: every
     /// read asks, and the answer is almost always no.
     announce_pending: AtomicBool,
@@ -270,6 +285,9 @@ struct AgentState {
     on_close: Option<Box<dyn FnOnce(CloseInfo) + Send>>,
     /// What to do when a connect attempt finishes.
     connect_hook: Option<Box<dyn ConnectHook>>,
+    /// The agent itself while it drains after an error: no registration holds it then, and
+    /// it must live to deliver the rest and run its close callback.
+    draining_hold: Option<Arc<AgentInner>>,
 }
 
 /// Decides what follows a connect attempt (the socket connect driver implements it).
@@ -326,6 +344,7 @@ impl StreamAgent {
             config,
             read_hint: AtomicUsize::new(INITIAL_READ.min(config.max_read)),
             io: Mutex::new(None),
+            draining: AtomicBool::new(false),
             announce_pending: AtomicBool::new(false),
             producer_slot: LinkSlot::new(),
             consumer_slot: LinkSlot::new(),
@@ -342,6 +361,7 @@ impl StreamAgent {
                 error: None,
                 on_close: None,
                 connect_hook: None,
+                draining_hold: None,
             }),
         });
         StreamAgent { inner }
@@ -567,11 +587,7 @@ impl AgentInner {
     pub(crate) fn read_soon(&self) {
         let Some(me) = self.me.upgrade() else { return };
         self.reactor.call(move || {
-            let readable = {
-                let state = me.state.lock();
-                state.phase == Phase::Connected && state.input_closed.is_none()
-            };
-            if readable {
+            if me.input_open() {
                 me.read_ready();
             }
         });
@@ -685,11 +701,17 @@ impl AgentInner {
             let chunk = match result {
                 Ok(0) => {
                     SPARE.set(buf);
-                    self.close_input(Ending::Completed);
+                    self.end_of_input();
                     return;
                 }
                 Ok(_) => into_chunk(buf),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    if self.draining.load(Ordering::Relaxed) {
+                        self.end_of_input();
+                        return;
+                    }
+                    break;
+                }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => {
                     self.record_error(err);
@@ -705,19 +727,64 @@ impl AgentInner {
                 self.send_announce();
                 announced = true;
             }
-            if link.deliver(chunk).is_err() || drained {
+            let draining = self.draining.load(Ordering::Relaxed);
+            if link.deliver(chunk).is_err() || (drained && !draining) {
                 // A short read emptied the kernel buffer: skip the read that would only say
                 // `WouldBlock`. Readiness is level-triggered, so anything that arrives now is
-                // reported on the next turn.
+                // reported on the next turn. (Draining, no poller reports anything: the next
+                // read finds the end.)
                 break;
             }
         }
-        if link.is_open() {
+        if self.draining.load(Ordering::Relaxed) {
+            // No poller calls again: go on in a later turn while credit lasts.
+            if link.is_open() && link.remaining() > 0 {
+                self.read_soon();
+            }
+        } else if link.is_open() {
             self.update_interest_with(Some(&link));
         } else {
             // Delivering ended or replaced the link: ask the slot.
             self.update_interest();
         }
+    }
+
+    /// A read found the end: end of file, or, draining after an error, nothing left.
+    fn end_of_input(&self) {
+        if self.draining.load(Ordering::Relaxed) {
+            // The error (the reset) is recorded: the stream did not end cleanly.
+            self.close_all(Ending::Lost);
+        } else {
+            self.close_input(Ending::Completed);
+        }
+    }
+
+    /// The input registration reported an error (a TCP reset) while bytes the peer sent
+    /// before it are still unread. Nothing more can be written: output closes `Lost` and the
+    /// upstream chain is aborted. The input stays open without a registration and is read as
+    /// the consumer's credit allows ([`read_ready`](Self::read_ready), queued by
+    /// [`read_soon`](Self::read_soon)) until a read finds nothing more; then the stream
+    /// closes `Lost`, with the recorded error.
+    fn drain_after_error(&self) {
+        let output_token = {
+            let mut state = self.state.lock();
+            state.output_closed.get_or_insert(Ending::Lost);
+            state.wbuf.clear();
+            state.buffered = 0;
+            state.end_after_drain = None;
+            state.draining_hold = self.me.upgrade();
+            if state.tokens.shared {
+                None
+            } else {
+                state.tokens.output.take()
+            }
+        };
+        self.draining.store(true, Ordering::Relaxed);
+        if let Some(token) = output_token {
+            self.reactor.deregister(token);
+        }
+        self.abort_upstream();
+        self.read_soon();
     }
 
     /// Adjusts the capacity of the next read after one of `capacity` bytes (`credit` allowed)
@@ -880,7 +947,7 @@ impl AgentInner {
 
     /// Closes both directions, releases the descriptors and runs the close callback.
     pub(crate) fn close_all(&self, ending: Ending) {
-        let (tokens, callback, info, hook) = {
+        let (tokens, callback, info, hook, _hold) = {
             let mut state = self.state.lock();
             if state.phase == Phase::Closed {
                 return;
@@ -892,7 +959,15 @@ impl AgentInner {
             state.buffered = 0;
             let tokens = std::mem::take(&mut state.tokens);
             let hook = state.connect_hook.take();
-            (tokens, state.on_close.take(), state.close_info(), hook)
+            // The hold of a draining agent goes at the end of this call.
+            let hold = state.draining_hold.take();
+            (
+                tokens,
+                state.on_close.take(),
+                state.close_info(),
+                hook,
+                hold,
+            )
         };
         for token in [tokens.input, tokens.output].into_iter().flatten() {
             self.reactor.deregister(token);
@@ -962,11 +1037,12 @@ impl AgentInner {
                 self.connect_ready();
             }
             _ => {
-                match self.io().map(|io| io.take_error()) {
-                    Some(Ok(Some(err))) => self.record_error(err),
-                    _ => self.record_error(io::Error::other(reason.to_string())),
-                }
-                if shared {
+                // The error first: a peek at a socket in error would take it.
+                self.record_reactor_error(reason);
+                let unread = || self.io().is_some_and(|io| io.has_unread());
+                if input_side && direction == Direction::Both && self.input_open() && unread() {
+                    self.drain_after_error();
+                } else if shared {
                     self.close_all(Ending::Lost);
                 } else if input_side {
                     self.close_input(Ending::Lost);
@@ -975,6 +1051,20 @@ impl AgentInner {
                 }
             }
         }
+    }
+
+    /// Records the descriptor's own error for a reactor close for `reason`, else the reason.
+    fn record_reactor_error(&self, reason: CloseReason) {
+        match self.io().map(|io| io.take_error()) {
+            Some(Ok(Some(err))) => self.record_error(err),
+            _ => self.record_error(io::Error::other(reason.to_string())),
+        }
+    }
+
+    /// Whether the stream is connected and its input still open.
+    fn input_open(&self) -> bool {
+        let state = self.state.lock();
+        state.phase == Phase::Connected && state.input_closed.is_none()
     }
 
     /// The descriptor became writable while connecting: check how the connect went.
@@ -1133,7 +1223,11 @@ impl ByteProducer for AgentProducer {
     }
 
     fn on_credit(&self, _link: &Arc<Link>) {
-        self.0.update_interest();
+        if self.0.draining.load(Ordering::Relaxed) {
+            self.0.read_soon();
+        } else {
+            self.0.update_interest();
+        }
     }
 
     fn on_attached(&self, _link: &Arc<Link>) {

@@ -293,6 +293,51 @@ fn a_peers_last_bytes_before_its_reset_reach_the_chain() {
     assert_eq!(error.kind(), io::ErrorKind::ConnectionReset, "{error:?}");
 }
 
+/// The peer's last bytes, then its reset, while the consumer has no credit: the agent closes
+/// its output and aborts the writer at once, keeps the bytes in the kernel until the consumer
+/// asks for them, then ends the chain `Lost` with the reset.
+#[test]
+fn a_peers_last_bytes_before_its_reset_wait_for_the_consumers_credit() {
+    let running = Running::new();
+    let (agent, mut peer) = agent_with_std_peer(&running, AgentConfig::default());
+    let (_, info) = close_counter(&agent);
+    let (sink, record) = recorder(&running.reactor, Window::Bytes(5), ControlReply::Allowed);
+    sink.pause();
+    let writer = ByteWriter::new(&running.reactor, 1024);
+    let pair = agent.io_pair();
+    attach(&pair.producer, &sink.consumer()).unwrap();
+    attach(&writer.producer(), &pair.consumer).unwrap();
+    writer.write(&b"never read"[..]).unwrap();
+    peer.peek(&mut [0]).unwrap();
+    let port = peer.peer_addr().unwrap().port();
+    let last = pattern_bytes(7, 20_000);
+    peer.write_all(&last).unwrap();
+    drop(peer);
+    wait_for("the reset", || !loopback_tcp_socket_listed(port));
+    wait_for("the reset to abort the writer", || writer.is_closed());
+    assert!(record.lock().data.is_empty());
+    assert_eq!(
+        record.lock().ending,
+        None,
+        "ended before its bytes were read"
+    );
+    assert!(info.lock().is_none(), "closed before its bytes were read");
+    // Credit again, five bytes at a time: all of them come, then the end.
+    sink.resume();
+    wait_for("the chain to end", || record.lock().ending.is_some());
+    assert!(
+        record.lock().data == last,
+        "the bytes before the reset differ"
+    );
+    assert_eq!(record.lock().ending, Some(Ending::Lost));
+    wait_for("the close callback", || info.lock().is_some());
+    let info = info.lock().clone().unwrap();
+    assert_eq!((info.input, info.output), (Ending::Lost, Ending::Lost));
+    let error = info.error.expect("the reset is recorded");
+    assert_eq!(error.kind(), io::ErrorKind::ConnectionReset, "{error:?}");
+    assert!(agent.is_closed());
+}
+
 #[test]
 fn close_callback_runs_once_after_both_directions() {
     let running = Running::new();
