@@ -222,8 +222,8 @@ pub(crate) struct AgentInner {
     read_hint: AtomicUsize,
     /// The stream; `None` before connect and after close.
     io: Mutex<Option<Arc<dyn StreamIo>>>,
-    /// The descriptor reported an error (a reset) with bytes still unread: input is read
-    /// without the poller, as credit allows, until nothing is left (see
+    /// The descriptor reported an error (a reset) with bytes still unread: the input is read
+    /// as credit allows until nothing is left, and that end is `Lost` (see
     /// [`drain_after_error`](Self::drain_after_error)).
     draining: AtomicBool,
     /// A `Connected` announcement is queued and not sent yet. Outside the state's lock: every
@@ -285,9 +285,6 @@ struct AgentState {
     on_close: Option<Box<dyn FnOnce(CloseInfo) + Send>>,
     /// What to do when a connect attempt finishes.
     connect_hook: Option<Box<dyn ConnectHook>>,
-    /// The agent itself while it drains after an error: no registration holds it then, and
-    /// it must live to deliver the rest and run its close callback.
-    draining_hold: Option<Arc<AgentInner>>,
 }
 
 /// Decides what follows a connect attempt (the socket connect driver implements it).
@@ -361,7 +358,6 @@ impl StreamAgent {
                 error: None,
                 on_close: None,
                 connect_hook: None,
-                draining_hold: None,
             }),
         });
         StreamAgent { inner }
@@ -705,13 +701,7 @@ impl AgentInner {
                     return;
                 }
                 Ok(_) => into_chunk(buf),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    if self.draining.load(Ordering::Relaxed) {
-                        self.end_of_input();
-                        return;
-                    }
-                    break;
-                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => {
                     self.record_error(err);
@@ -727,21 +717,14 @@ impl AgentInner {
                 self.send_announce();
                 announced = true;
             }
-            let draining = self.draining.load(Ordering::Relaxed);
-            if link.deliver(chunk).is_err() || (drained && !draining) {
+            if link.deliver(chunk).is_err() || drained {
                 // A short read emptied the kernel buffer: skip the read that would only say
                 // `WouldBlock`. Readiness is level-triggered, so anything that arrives now is
-                // reported on the next turn. (Draining, no poller reports anything: the next
-                // read finds the end.)
+                // reported on the next turn.
                 break;
             }
         }
-        if self.draining.load(Ordering::Relaxed) {
-            // No poller calls again: go on in a later turn while credit lasts.
-            if link.is_open() && link.remaining() > 0 {
-                self.read_soon();
-            }
-        } else if link.is_open() {
+        if link.is_open() {
             self.update_interest_with(Some(&link));
         } else {
             // Delivering ended or replaced the link: ask the slot.
@@ -759,32 +742,37 @@ impl AgentInner {
         }
     }
 
-    /// The input registration reported an error (a TCP reset) while bytes the peer sent
-    /// before it are still unread. Nothing more can be written: output closes `Lost` and the
-    /// upstream chain is aborted. The input stays open without a registration and is read as
-    /// the consumer's credit allows ([`read_ready`](Self::read_ready), queued by
-    /// [`read_soon`](Self::read_soon)) until a read finds nothing more; then the stream
-    /// closes `Lost`, with the recorded error.
-    fn drain_after_error(&self) {
-        let output_token = {
+    /// The reactor removed the registration of a socket that reported an error (a TCP reset)
+    /// while bytes the peer sent before it are still unread. Nothing more can be written:
+    /// output closes `Lost` and the upstream chain is aborted. The socket is registered again
+    /// for its input, where it reports a hang-up: the reactor then calls for reads while
+    /// there is credit, as for any stream whose peer is gone (and closes it, should it stop
+    /// first), until a read finds nothing more; then the stream closes `Lost`, with the
+    /// recorded error. Returns `false`, having changed nothing, if it cannot register.
+    fn drain_after_error(&self) -> bool {
+        let (Some(io), Some(me)) = (self.io(), self.me.upgrade()) else {
+            return false;
+        };
+        let Descriptors::Shared(fd) = io.descriptors() else {
+            return false;
+        };
+        let handle = Arc::new(InputHandle(me));
+        let Ok(token) = self.reactor.register(fd, Interest::NONE, handle) else {
+            return false;
+        };
+        {
             let mut state = self.state.lock();
+            state.tokens.input = Some(token);
+            state.interest = Interest::NONE;
             state.output_closed.get_or_insert(Ending::Lost);
             state.wbuf.clear();
             state.buffered = 0;
             state.end_after_drain = None;
-            state.draining_hold = self.me.upgrade();
-            if state.tokens.shared {
-                None
-            } else {
-                state.tokens.output.take()
-            }
-        };
-        self.draining.store(true, Ordering::Relaxed);
-        if let Some(token) = output_token {
-            self.reactor.deregister(token);
         }
+        self.draining.store(true, Ordering::Relaxed);
         self.abort_upstream();
-        self.read_soon();
+        self.update_interest();
+        true
     }
 
     /// Adjusts the capacity of the next read after one of `capacity` bytes (`credit` allowed)
@@ -947,7 +935,7 @@ impl AgentInner {
 
     /// Closes both directions, releases the descriptors and runs the close callback.
     pub(crate) fn close_all(&self, ending: Ending) {
-        let (tokens, callback, info, hook, _hold) = {
+        let (tokens, callback, info, hook) = {
             let mut state = self.state.lock();
             if state.phase == Phase::Closed {
                 return;
@@ -959,15 +947,7 @@ impl AgentInner {
             state.buffered = 0;
             let tokens = std::mem::take(&mut state.tokens);
             let hook = state.connect_hook.take();
-            // The hold of a draining agent goes at the end of this call.
-            let hold = state.draining_hold.take();
-            (
-                tokens,
-                state.on_close.take(),
-                state.close_info(),
-                hook,
-                hold,
-            )
+            (tokens, state.on_close.take(), state.close_info(), hook)
         };
         for token in [tokens.input, tokens.output].into_iter().flatten() {
             self.reactor.deregister(token);
@@ -1039,9 +1019,13 @@ impl AgentInner {
             _ => {
                 // The error first: a peek at a socket in error would take it.
                 self.record_reactor_error(reason);
-                let unread = || self.io().is_some_and(|io| io.has_unread());
-                if input_side && direction == Direction::Both && self.input_open() && unread() {
-                    self.drain_after_error();
+                // Only for an error: a panicked handle or a stopped reactor ends it now.
+                let drain = reason == CloseReason::Error
+                    && shared
+                    && self.input_open()
+                    && self.io().is_some_and(|io| io.has_unread());
+                if drain && self.drain_after_error() {
+                    // Reading goes on; the end comes after the bytes.
                 } else if shared {
                     self.close_all(Ending::Lost);
                 } else if input_side {
@@ -1223,11 +1207,7 @@ impl ByteProducer for AgentProducer {
     }
 
     fn on_credit(&self, _link: &Arc<Link>) {
-        if self.0.draining.load(Ordering::Relaxed) {
-            self.0.read_soon();
-        } else {
-            self.0.update_interest();
-        }
+        self.0.update_interest();
     }
 
     fn on_attached(&self, _link: &Arc<Link>) {

@@ -243,15 +243,22 @@ fn peer_reset_ends_the_chain_lost() {
     );
 }
 
-/// Whether a TCP socket on loopback with local port `port` is in the kernel's table: a socket
-/// that has taken a reset has left it (`/proc/net/tcp` lists established and listening ones).
-fn loopback_tcp_socket_listed(port: u16) -> bool {
+/// Whether the kernel still lists the loopback TCP connection from port `local` to port
+/// `remote` (and not as a `TIME_WAIT` leftover of an earlier one): a socket that has taken a
+/// reset has left `/proc/net/tcp`. Both ports are matched, since other tests' connections
+/// can use either.
+fn loopback_tcp_connection_listed(local: u16, remote: u16) -> bool {
+    const TIME_WAIT: &str = "06";
     let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-    let local = format!("0100007F:{port:04X}");
-    table
-        .lines()
-        .skip(1)
-        .any(|line| line.split_whitespace().nth(1) == Some(local.as_str()))
+    let (local, remote) = (
+        format!("0100007F:{local:04X}"),
+        format!("0100007F:{remote:04X}"),
+    );
+    table.lines().skip(1).any(|line| {
+        let mut fields = line.split_whitespace().skip(1);
+        let (from, to, state) = (fields.next(), fields.next(), fields.next());
+        from == Some(local.as_str()) && to == Some(remote.as_str()) && state != Some(TIME_WAIT)
+    })
 }
 
 /// The peer's last bytes, then its reset (it closed with bytes of ours unread), both there
@@ -275,10 +282,15 @@ fn a_peers_last_bytes_before_its_reset_reach_the_chain() {
         let _ = hold.1.recv();
     });
     held.1.recv().unwrap();
-    let port = peer.peer_addr().unwrap().port();
+    let ports = (
+        peer.peer_addr().unwrap().port(),
+        peer.local_addr().unwrap().port(),
+    );
     peer.write_all(b"last words").unwrap();
     drop(peer);
-    wait_for("the reset", || !loopback_tcp_socket_listed(port));
+    wait_for("the reset", || {
+        !loopback_tcp_connection_listed(ports.0, ports.1)
+    });
     drop(hold.0);
     wait_for("the chain to end", || record.lock().ending.is_some());
     assert_eq!(record.lock().data, b"last words");
@@ -293,13 +305,18 @@ fn a_peers_last_bytes_before_its_reset_reach_the_chain() {
     assert_eq!(error.kind(), io::ErrorKind::ConnectionReset, "{error:?}");
 }
 
-/// The peer's last bytes, then its reset, while the consumer has no credit: the agent closes
-/// its output and aborts the writer at once, keeps the bytes in the kernel until the consumer
-/// asks for them, then ends the chain `Lost` with the reset.
-#[test]
-fn a_peers_last_bytes_before_its_reset_wait_for_the_consumers_credit() {
-    let running = Running::new();
-    let (agent, mut peer) = agent_with_std_peer(&running, AgentConfig::default());
+/// An agent whose peer has sent `last` and then reset the connection, all of it taken in by
+/// the agent while its consumer (granting five bytes at a time, paused) had no credit.
+struct ResetWithBytesUnread {
+    agent: StreamAgent,
+    sink: Arc<weir_io::ByteSink<common::Recorder>>,
+    record: Arc<Mutex<common::Record>>,
+    info: Arc<Mutex<Option<CloseInfo>>>,
+    last: Vec<u8>,
+}
+
+fn reset_with_bytes_unread(running: &Running) -> ResetWithBytesUnread {
+    let (agent, mut peer) = agent_with_std_peer(running, AgentConfig::default());
     let (_, info) = close_counter(&agent);
     let (sink, record) = recorder(&running.reactor, Window::Bytes(5), ControlReply::Allowed);
     sink.pause();
@@ -309,33 +326,70 @@ fn a_peers_last_bytes_before_its_reset_wait_for_the_consumers_credit() {
     attach(&writer.producer(), &pair.consumer).unwrap();
     writer.write(&b"never read"[..]).unwrap();
     peer.peek(&mut [0]).unwrap();
-    let port = peer.peer_addr().unwrap().port();
+    let ports = (
+        peer.peer_addr().unwrap().port(),
+        peer.local_addr().unwrap().port(),
+    );
     let last = pattern_bytes(7, 20_000);
     peer.write_all(&last).unwrap();
     drop(peer);
-    wait_for("the reset", || !loopback_tcp_socket_listed(port));
+    wait_for("the reset", || {
+        !loopback_tcp_connection_listed(ports.0, ports.1)
+    });
+    // Nothing more can be written: the agent aborts its writer as soon as it sees the reset.
     wait_for("the reset to abort the writer", || writer.is_closed());
-    assert!(record.lock().data.is_empty());
-    assert_eq!(
-        record.lock().ending,
-        None,
-        "ended before its bytes were read"
-    );
-    assert!(info.lock().is_none(), "closed before its bytes were read");
-    // Credit again, five bytes at a time: all of them come, then the end.
-    sink.resume();
-    wait_for("the chain to end", || record.lock().ending.is_some());
+    ResetWithBytesUnread {
+        agent,
+        sink,
+        record,
+        info,
+        last,
+    }
+}
+
+/// The peer's last bytes, then its reset, while the consumer has no credit: the agent keeps
+/// the bytes in the kernel until the consumer asks for them, then ends the chain `Lost` with
+/// the reset.
+#[test]
+fn a_peers_last_bytes_before_its_reset_wait_for_the_consumers_credit() {
+    let running = Running::new();
+    let reset = reset_with_bytes_unread(&running);
+    assert!(reset.record.lock().data.is_empty());
+    let ending = reset.record.lock().ending;
+    assert_eq!(ending, None, "ended before its bytes were read");
     assert!(
-        record.lock().data == last,
+        reset.info.lock().is_none(),
+        "closed before its bytes were read"
+    );
+    // Credit again, five bytes at a time: all of them come, then the end.
+    reset.sink.resume();
+    wait_for("the chain to end", || reset.record.lock().ending.is_some());
+    let record = reset.record.lock();
+    assert!(
+        record.data == reset.last,
         "the bytes before the reset differ"
     );
-    assert_eq!(record.lock().ending, Some(Ending::Lost));
-    wait_for("the close callback", || info.lock().is_some());
-    let info = info.lock().clone().unwrap();
+    assert_eq!(record.ending, Some(Ending::Lost));
+    drop(record);
+    wait_for("the close callback", || reset.info.lock().is_some());
+    let info = reset.info.lock().clone().unwrap();
     assert_eq!((info.input, info.output), (Ending::Lost, Ending::Lost));
     let error = info.error.expect("the reset is recorded");
     assert_eq!(error.kind(), io::ErrorKind::ConnectionReset, "{error:?}");
-    assert!(agent.is_closed());
+    assert!(reset.agent.is_closed());
+}
+
+/// An agent waiting for credit to read what came before a reset still closes, and runs its
+/// close callback, when its reactor stops.
+#[test]
+fn an_agent_holding_bytes_from_before_a_reset_closes_when_its_reactor_stops() {
+    let running = Running::new();
+    let reset = reset_with_bytes_unread(&running);
+    assert!(reset.info.lock().is_none());
+    drop(running);
+    let info = reset.info.lock().clone().expect("the close callback ran");
+    assert_eq!((info.input, info.output), (Ending::Lost, Ending::Lost));
+    assert!(reset.agent.is_closed());
 }
 
 #[test]
