@@ -80,6 +80,7 @@ mod filter;
 mod link;
 mod pair;
 mod sink;
+pub mod spare;
 pub mod versile;
 mod writer;
 

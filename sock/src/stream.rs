@@ -1,6 +1,5 @@
 //! [`StreamAgent`]: a non-blocking byte stream bridged to chains, with credit both ways.
 
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, IoSlice};
@@ -11,8 +10,8 @@ use std::sync::{Arc, Weak};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use weir_io::{
-    ByteConsumer, ByteIoPair, ByteProducer, Chunks, ControlReply, Credit, Ending, HalfClosePolicy,
-    IoControl, Link, LinkSlot, Peer,
+    spare, ByteConsumer, ByteIoPair, ByteProducer, Chunks, ControlReply, Credit, Ending,
+    HalfClosePolicy, IoControl, Link, LinkSlot, Peer,
 };
 use weir_reactor::{ByteHandle, CloseReason, Direction, Interest, Reactor, Token};
 
@@ -25,11 +24,6 @@ const COPY_MAX: usize = 1024;
 const MIN_READ: usize = 2 * 1024;
 /// The read capacity of a new stream, before any read has taught the agent better.
 const INITIAL_READ: usize = 16 * 1024;
-thread_local! {
-    /// The reactor thread's spare read buffer, shared by every agent: empty, with the capacity
-    /// of the last read that left it behind. Idle connections hold no read buffer at all.
-    static SPARE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
-}
 
 /// Most buffers handed to one vectored write.
 const MAX_IOVECS: usize = 64;
@@ -696,7 +690,7 @@ impl AgentInner {
             let result = io.read(&mut buf);
             let chunk = match result {
                 Ok(0) => {
-                    SPARE.set(buf);
+                    spare::keep(buf);
                     self.end_of_input();
                     return;
                 }
@@ -1116,19 +1110,10 @@ enum Closing {
 }
 
 /// An empty buffer with a spare capacity of exactly `want` bytes (so that a read cannot pass
-/// the credit): the thread's spare buffer when it fits, else a new one.
+/// the credit): one of the thread's spare buffers when one fits (a short read's, or one that
+/// came back from a consumer or a finished write, see [`spare`]), else a new one.
 fn read_buffer(want: usize) -> Vec<u8> {
-    let mut buf = SPARE.take();
-    buf.clear();
-    if buf.capacity() > want {
-        // In place: the allocator keeps the block and takes back its tail.
-        buf.shrink_to(want);
-    }
-    if buf.capacity() != want {
-        // `with_capacity` is documented to give exactly the capacity asked for.
-        buf = Vec::with_capacity(want);
-    }
-    buf
+    spare::take(want)
 }
 
 /// The bytes of one read as a chunk to deliver. A short read is copied and its buffer kept for
@@ -1138,7 +1123,7 @@ fn into_chunk(mut buf: Vec<u8>) -> Bytes {
     if buf.len() <= COPY_MAX {
         let chunk = Bytes::copy_from_slice(&buf);
         buf.clear();
-        SPARE.set(buf);
+        spare::keep(buf);
         chunk
     } else {
         if buf.len() < buf.capacity() / 2 {
@@ -1160,7 +1145,10 @@ impl AgentState {
             };
             if front.len() <= n {
                 n -= front.len();
-                self.wbuf.pop_front();
+                if let Some(written) = self.wbuf.pop_front() {
+                    // Most often a chunk this thread read: its buffer serves the next read.
+                    spare::recycle(written);
+                }
             } else {
                 let _ = front.split_to(n);
                 n = 0;
@@ -1330,7 +1318,7 @@ mod tests {
             let buf = read_buffer(want);
             assert!(buf.is_empty());
             assert_eq!(buf.capacity(), want);
-            SPARE.set(buf);
+            spare::keep(buf);
         }
     }
 

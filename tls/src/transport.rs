@@ -18,7 +18,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use bytes::{Buf, Bytes, BytesMut};
 
 /// Received ciphertext as the chunks it arrived in: queued without copying, copied once, into
-/// OpenSSL's record buffer.
+/// OpenSSL's record buffer. A chunk read to its end goes back to the thread's spare buffers
+/// ([`weir_io::spare::recycle`]): most often it is a socket agent's read buffer, which then
+/// serves its next read.
 #[derive(Debug, Default)]
 pub(crate) struct Incoming {
     /// The chunks, oldest first; none is empty.
@@ -57,7 +59,9 @@ impl Incoming {
             buf[filled..filled + n].copy_from_slice(&front[..n]);
             front.advance(n);
             if front.is_empty() {
-                self.chunks.pop_front();
+                if let Some(done) = self.chunks.pop_front() {
+                    weir_io::spare::recycle(done);
+                }
             }
             filled += n;
         }
@@ -143,5 +147,21 @@ mod tests {
 
         assert_eq!(transport.write(b"xyz").unwrap(), 3);
         assert_eq!(&transport.clone().lock().outgoing[..], b"xyz");
+    }
+    #[test]
+    fn a_chunk_read_to_its_end_becomes_a_spare_buffer() {
+        let mut transport = MemoryTransport::default();
+        let mut buf = weir_io::spare::take(40_000);
+        buf.resize(40_000, 9);
+        let address = buf.as_ptr();
+        transport.lock().incoming.push(Bytes::from(buf));
+        let mut record = vec![0; 16 * 1024];
+        let mut read = 0;
+        while read < 40_000 {
+            read += transport.read(&mut record).unwrap();
+        }
+        assert_eq!(record[..4], [9; 4]);
+        let again = weir_io::spare::take(40_000);
+        assert_eq!(again.as_ptr(), address, "the allocation came back");
     }
 }
