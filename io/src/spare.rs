@@ -25,16 +25,18 @@ thread_local! {
 }
 
 /// An empty buffer with a capacity of exactly `capacity` bytes: a spare one if one fits (the
-/// smallest that is large enough, shrunk in place), else a new one.
+/// smallest that is large enough, shrunk in place; of equals, the one kept last, whose
+/// memory is likeliest still in the cache), else a new one.
 pub fn take(capacity: usize) -> Vec<u8> {
     let found = SPARE.with_borrow_mut(|spare| {
         let best = spare
             .iter()
             .enumerate()
+            .rev()
             .filter(|(_, buf)| buf.capacity() >= capacity)
             .min_by_key(|(_, buf)| buf.capacity())
             .map(|(i, _)| i);
-        best.map(|i| spare.swap_remove(i))
+        best.map(|i| spare.remove(i))
     });
     let mut buf = found.unwrap_or_default();
     if buf.capacity() > capacity {
@@ -48,23 +50,22 @@ pub fn take(capacity: usize) -> Vec<u8> {
 }
 
 /// Keeps `buf`, emptied, as a spare buffer, unless it is small; with as many kept already,
-/// the smallest goes.
+/// the smallest goes (unless it is `buf`).
 pub fn keep(mut buf: Vec<u8>) {
     if buf.capacity() < SMALLEST {
         return;
     }
     buf.clear();
     SPARE.with_borrow_mut(|spare| {
-        if spare.len() < KEPT {
-            spare.push(buf);
-            return;
-        }
-        let smallest = (0..spare.len()).min_by_key(|&i| spare[i].capacity());
-        if let Some(i) = smallest {
-            if spare[i].capacity() < buf.capacity() {
-                spare[i] = buf;
+        if spare.len() == KEPT {
+            let smallest = (0..KEPT).min_by_key(|&i| spare[i].capacity());
+            match smallest {
+                Some(i) if spare[i].capacity() < buf.capacity() => drop(spare.remove(i)),
+                _ => return,
             }
         }
+        // Last is most recent: `take` prefers it.
+        spare.push(buf);
     });
 }
 
@@ -128,6 +129,16 @@ mod tests {
             "a buffer still in use was handed out"
         );
         assert_eq!(&held[..], &[1; 10]);
+    }
+
+    #[test]
+    fn of_equal_buffers_the_one_kept_last_is_taken_first() {
+        clear();
+        let buffers: Vec<Vec<u8>> = (0..3).map(|_| Vec::with_capacity(8192)).collect();
+        let last = buffers[2].as_ptr();
+        buffers.into_iter().for_each(keep);
+        let taken = take(8192);
+        assert_eq!(taken.as_ptr(), last);
     }
 
     #[test]

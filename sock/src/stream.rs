@@ -1145,10 +1145,7 @@ impl AgentState {
             };
             if front.len() <= n {
                 n -= front.len();
-                if let Some(written) = self.wbuf.pop_front() {
-                    // Most often a chunk this thread read: its buffer serves the next read.
-                    spare::recycle(written);
-                }
+                self.wbuf.pop_front();
             } else {
                 let _ = front.split_to(n);
                 n = 0;
