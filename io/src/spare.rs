@@ -7,6 +7,11 @@
 //! the allocator is spared a free and an allocation of the same size on every read (which
 //! glibc answers, on a thread's own arena, by handing the memory back to the kernel and
 //! faulting it in again).
+//!
+//! Give back only what the allocator handles badly: a chunk whose buffer the allocator would
+//! hand out again at once anyway (a stream agent's own written chunks, in an echo) gains
+//! nothing, and taking a pooled buffer that must be shrunk to the read's credit costs more
+//! than that allocation.
 
 use std::cell::RefCell;
 

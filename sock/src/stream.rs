@@ -1110,8 +1110,8 @@ enum Closing {
 }
 
 /// An empty buffer with a spare capacity of exactly `want` bytes (so that a read cannot pass
-/// the credit): one of the thread's spare buffers when one fits (a short read's, or one that
-/// came back from a consumer or a finished write, see [`spare`]), else a new one.
+/// the credit): one of the thread's spare buffers when one fits (a short read's, or one a
+/// consumer gave back, see [`spare`]), else a new one.
 fn read_buffer(want: usize) -> Vec<u8> {
     spare::take(want)
 }
