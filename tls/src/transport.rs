@@ -148,6 +148,7 @@ mod tests {
         assert_eq!(transport.write(b"xyz").unwrap(), 3);
         assert_eq!(&transport.clone().lock().outgoing[..], b"xyz");
     }
+
     #[test]
     fn a_chunk_read_to_its_end_becomes_a_spare_buffer() {
         let mut transport = MemoryTransport::default();
