@@ -17,12 +17,15 @@ use std::cell::RefCell;
 use bytes::Bytes;
 
 /// Most spare buffers a thread keeps: as many chunks as a few connections on one reactor
-/// thread hold at once in a busy turn. With a stream agent's reads of 256 KiB at most, a
-/// thread holds 1 MiB of spare buffers at most.
+/// thread hold at once in a busy turn. With [`LARGEST`], a thread holds 1 MiB of spare
+/// buffers at most.
 const KEPT: usize = 4;
 /// Buffers smaller than this are not kept: the allocator serves them from its per-thread
 /// caches, and a few of them would crowd out the large ones worth keeping.
 const SMALLEST: usize = 2 * 1024;
+/// Buffers larger than this are not kept: a stream agent's reads are at most this long
+/// unless configured otherwise, and a chunk some producer made huge must not stay.
+const LARGEST: usize = 256 * 1024;
 
 thread_local! {
     /// Empty buffers, with the capacities they were allocated with.
@@ -54,10 +57,10 @@ pub fn take(capacity: usize) -> Vec<u8> {
     buf
 }
 
-/// Keeps `buf`, emptied, as a spare buffer, unless it is small; with as many kept already,
-/// the smallest goes (unless it is `buf`).
+/// Keeps `buf`, emptied, as a spare buffer, unless it is small or huge; with as many kept
+/// already, the smallest goes (unless it is `buf`).
 pub fn keep(mut buf: Vec<u8>) {
-    if buf.capacity() < SMALLEST {
+    if !(SMALLEST..=LARGEST).contains(&buf.capacity()) {
         return;
     }
     buf.clear();
@@ -149,7 +152,7 @@ mod tests {
     #[test]
     fn a_thread_keeps_a_few_buffers_the_largest_ones() {
         clear();
-        for capacity in [10_000, 20_000, 30_000, 40_000, 50_000, 5000, 100] {
+        for capacity in [10_000, 20_000, 30_000, 40_000, 50_000, 5000, 100, 1 << 20] {
             keep(Vec::with_capacity(capacity));
         }
         let mut kept: Vec<usize> =
