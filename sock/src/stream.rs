@@ -686,7 +686,9 @@ impl AgentInner {
                 .unwrap_or(usize::MAX)
                 .min(self.config.max_read);
             let want = credit.min(self.read_hint.load(Ordering::Relaxed));
-            let mut buf = read_buffer(want);
+            // A spare capacity of exactly `want`, so that a read cannot pass the credit: a
+            // short read's buffer or one a consumer gave back, if one fits.
+            let mut buf = spare::take(want);
             let result = io.read(&mut buf);
             let chunk = match result {
                 Ok(0) => {
@@ -1109,13 +1111,6 @@ enum Closing {
     Drained(Ending),
 }
 
-/// An empty buffer with a spare capacity of exactly `want` bytes (so that a read cannot pass
-/// the credit): one of the thread's spare buffers when one fits (a short read's, or one a
-/// consumer gave back, see [`spare`]), else a new one.
-fn read_buffer(want: usize) -> Vec<u8> {
-    spare::take(want)
-}
-
 /// The bytes of one read as a chunk to deliver. A short read is copied and its buffer kept for
 /// the next read; a long one goes on in its own buffer without a copy, trimmed when it filled
 /// less than half of it.
@@ -1308,41 +1303,30 @@ impl ByteConsumer for AgentConsumer {
 mod tests {
     use super::*;
 
-    /// The spare capacity is exactly the credit, whatever the spare buffer held before.
-    #[test]
-    fn read_buffers_have_exactly_the_capacity_asked_for() {
-        for want in [100, 65_536, 10, 65_536, 65_536, 1, 4096, 70_000] {
-            let buf = read_buffer(want);
-            assert!(buf.is_empty());
-            assert_eq!(buf.capacity(), want);
-            spare::keep(buf);
-        }
-    }
-
     /// A long read goes on in its own buffer, not copied (trimmed when it used less than
     /// half); a short one is copied and its buffer stays for the next read.
     #[test]
     fn long_reads_move_short_reads_copy() {
-        let mut buf = read_buffer(8192);
+        let mut buf = spare::take(8192);
         buf.extend_from_slice(&[7; 5000]);
         let address = buf.as_ptr();
         let chunk = into_chunk(buf);
         assert_eq!(chunk.as_ptr(), address, "a long read was copied");
         assert_eq!(&chunk[..], &[7; 5000][..]);
 
-        let mut buf = read_buffer(8192);
+        let mut buf = spare::take(8192);
         buf.extend_from_slice(b"Ni!");
         let address = buf.as_ptr();
         let chunk = into_chunk(buf);
         assert_eq!(&chunk[..], b"Ni!");
-        let spare = read_buffer(8192);
+        let spare = spare::take(8192);
         assert_eq!(
             spare.as_ptr(),
             address,
             "the short read's buffer was not kept"
         );
 
-        let mut buf = read_buffer(65_536);
+        let mut buf = spare::take(65_536);
         buf.extend_from_slice(&[9; 2000]);
         let chunk = into_chunk(buf);
         assert_eq!(&chunk[..], &[9; 2000][..]);

@@ -261,20 +261,64 @@ fn loopback_tcp_connection_listed(local: u16, remote: u16) -> bool {
     })
 }
 
-/// The peer's last bytes, then its reset (it closed with bytes of ours unread), both there
-/// before the agent looks: the bytes reach the chain, then it ends `Lost` with the reset.
-#[test]
-fn a_peers_last_bytes_before_its_reset_reach_the_chain() {
-    let running = Running::new();
-    let (agent, mut peer) = agent_with_std_peer(&running, AgentConfig::default());
+/// An agent with a recording sink (granting `window`, paused from the start if `paused`) and a
+/// writer attached, whose peer holds bytes of ours unread: when the peer closes, its kernel
+/// resets the connection.
+struct PeerWithOurBytes {
+    agent: StreamAgent,
+    peer: TcpStream,
+    sink: Arc<weir_io::ByteSink<common::Recorder>>,
+    record: Arc<Mutex<common::Record>>,
+    writer: Arc<ByteWriter>,
+    info: Arc<Mutex<Option<CloseInfo>>>,
+}
+
+fn peer_with_our_bytes(running: &Running, window: Window, paused: bool) -> PeerWithOurBytes {
+    let (agent, peer) = agent_with_std_peer(running, AgentConfig::default());
     let (_, info) = close_counter(&agent);
-    let (sink, record) = recorder(&running.reactor, Window::Unlimited, ControlReply::Allowed);
+    let (sink, record) = recorder(&running.reactor, window, ControlReply::Allowed);
+    if paused {
+        // Before it is attached: credit granted once stays granted.
+        sink.pause();
+    }
     let writer = ByteWriter::new(&running.reactor, 1024);
     let pair = agent.io_pair();
     attach(&pair.producer, &sink.consumer()).unwrap();
     attach(&writer.producer(), &pair.consumer).unwrap();
     writer.write(&b"never read"[..]).unwrap();
     peer.peek(&mut [0]).unwrap();
+    PeerWithOurBytes {
+        agent,
+        peer,
+        sink,
+        record,
+        writer,
+        info,
+    }
+}
+
+/// Has `peer`, which holds bytes of ours unread, send `last` and close, which resets the
+/// connection, and waits until the kernel has taken the reset.
+fn send_then_reset(mut peer: TcpStream, last: &[u8]) {
+    let ports = (
+        peer.peer_addr().unwrap().port(),
+        peer.local_addr().unwrap().port(),
+    );
+    peer.write_all(last).unwrap();
+    drop(peer);
+    wait_for("the reset", || {
+        !loopback_tcp_connection_listed(ports.0, ports.1)
+    });
+}
+
+/// The peer's last bytes, then its reset (it closed with bytes of ours unread), both there
+/// before the agent looks: the bytes reach the chain, then it ends `Lost` with the reset.
+#[test]
+fn a_peers_last_bytes_before_its_reset_reach_the_chain() {
+    let running = Running::new();
+    let PeerWithOurBytes {
+        peer, record, info, ..
+    } = peer_with_our_bytes(&running, Window::Unlimited, false);
     // Hold the reactor while the peer answers and resets, so that the agent sees both at once.
     let (held, hold) = (mpsc::channel(), mpsc::channel::<()>());
     running.reactor.call(move || {
@@ -282,15 +326,7 @@ fn a_peers_last_bytes_before_its_reset_reach_the_chain() {
         let _ = hold.1.recv();
     });
     held.1.recv().unwrap();
-    let ports = (
-        peer.peer_addr().unwrap().port(),
-        peer.local_addr().unwrap().port(),
-    );
-    peer.write_all(b"last words").unwrap();
-    drop(peer);
-    wait_for("the reset", || {
-        !loopback_tcp_connection_listed(ports.0, ports.1)
-    });
+    send_then_reset(peer, b"last words");
     drop(hold.0);
     wait_for("the chain to end", || record.lock().ending.is_some());
     assert_eq!(record.lock().data, b"last words");
@@ -316,26 +352,16 @@ struct ResetWithBytesUnread {
 }
 
 fn reset_with_bytes_unread(running: &Running) -> ResetWithBytesUnread {
-    let (agent, mut peer) = agent_with_std_peer(running, AgentConfig::default());
-    let (_, info) = close_counter(&agent);
-    let (sink, record) = recorder(&running.reactor, Window::Bytes(5), ControlReply::Allowed);
-    sink.pause();
-    let writer = ByteWriter::new(&running.reactor, 1024);
-    let pair = agent.io_pair();
-    attach(&pair.producer, &sink.consumer()).unwrap();
-    attach(&writer.producer(), &pair.consumer).unwrap();
-    writer.write(&b"never read"[..]).unwrap();
-    peer.peek(&mut [0]).unwrap();
-    let ports = (
-        peer.peer_addr().unwrap().port(),
-        peer.local_addr().unwrap().port(),
-    );
+    let PeerWithOurBytes {
+        agent,
+        peer,
+        sink,
+        record,
+        writer,
+        info,
+    } = peer_with_our_bytes(running, Window::Bytes(5), true);
     let last = pattern_bytes(7, 20_000);
-    peer.write_all(&last).unwrap();
-    drop(peer);
-    wait_for("the reset", || {
-        !loopback_tcp_connection_listed(ports.0, ports.1)
-    });
+    send_then_reset(peer, &last);
     // Nothing more can be written: the agent aborts its writer as soon as it sees the reset.
     wait_for("the reset to abort the writer", || writer.is_closed());
     ResetWithBytesUnread {
